@@ -1,0 +1,120 @@
+"""The model artifact contract shared by export/ (writer) and runtime/ (reader).
+
+One ONNX file carries everything a runtime needs. Image tensors cross the
+graph boundary as uint8 NHWC RGB; normalisation lives inside the graph.
+This module is plain Python: no torch, no onnx, no onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from artforge.errors import ModelLoadError
+
+CLASSIFIER = "classifier"
+GENERATOR = "generator"
+STYLIZER = "stylizer"
+KINDS = (CLASSIFIER, GENERATOR, STYLIZER)
+
+# Graph input / output names per kind: (inputs, outputs).
+IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    CLASSIFIER: (("image",), ("probabilities",)),
+    GENERATOR: (("latent",), ("image",)),
+    # ONNX names are single-assignment, so a graph cannot output a tensor
+    # named like its input: the stylizer's `image` comes back as `stylized`.
+    STYLIZER: (("image",), ("stylized",)),
+}
+
+# ONNX metadata_props keys (all values are strings).
+KEY_KIND = "artforge.kind"
+KEY_LABELS = "artforge.labels"  # JSON list of class names (classifier)
+KEY_INPUT_SIZE = "artforge.input_size"  # S of the [N,S,S,3] classifier input
+KEY_LATENT_SIZE = "artforge.latent_size"  # Z of the [N,Z] generator input
+KEY_OUTPUT_SIZE = "artforge.output_size"  # side of the generator's square output
+KEY_SIZE_MULTIPLE = "artforge.size_multiple"  # stylizer H and W must be multiples of this
+KEY_PROVENANCE = "artforge.provenance"  # JSON: training data, seed, steps, metrics
+KEY_CONTRACT_VERSION = "artforge.contract_version"
+
+CONTRACT_VERSION = "1"
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a runtime needs to know about a model, read from metadata_props."""
+
+    kind: str
+    labels: tuple[str, ...] = ()
+    input_size: int | None = None
+    latent_size: int | None = None
+    output_size: int | None = None
+    size_multiple: int = 1
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_props(self) -> dict[str, str]:
+        props = {KEY_KIND: self.kind, KEY_CONTRACT_VERSION: CONTRACT_VERSION,
+                 KEY_PROVENANCE: json.dumps(self.provenance, sort_keys=True)}
+        if self.labels:
+            props[KEY_LABELS] = json.dumps(list(self.labels))
+        for key, value in ((KEY_INPUT_SIZE, self.input_size), (KEY_LATENT_SIZE, self.latent_size),
+                           (KEY_OUTPUT_SIZE, self.output_size)):
+            if value is not None:
+                props[key] = str(value)
+        if self.kind == STYLIZER:
+            props[KEY_SIZE_MULTIPLE] = str(self.size_multiple)
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        """Parse and validate metadata_props; `source` names the file in errors."""
+        kind = props.get(KEY_KIND)
+        if kind not in KINDS:
+            raise ModelLoadError(
+                f"{source}: metadata '{KEY_KIND}' is {kind!r}; expected one of {', '.join(KINDS)}")
+
+        def integer(key: str, required: bool) -> int | None:
+            raw = props.get(key)
+            if raw is None:
+                if required:
+                    raise ModelLoadError(f"{source}: a {kind} needs metadata '{key}'")
+                return None
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ModelLoadError(f"{source}: metadata '{key}' must be an integer, got {raw!r}") from None
+            if value <= 0:
+                raise ModelLoadError(f"{source}: metadata '{key}' must be positive, got {value}")
+            return value
+
+        def parse_json(key: str, default: Any) -> Any:
+            raw = props.get(key)
+            if raw is None:
+                return default
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError:
+                raise ModelLoadError(f"{source}: metadata '{key}' is not valid JSON") from None
+
+        labels = parse_json(KEY_LABELS, [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ModelLoadError(f"{source}: metadata '{KEY_LABELS}' must be a JSON list of strings")
+        if kind == CLASSIFIER and not labels:
+            raise ModelLoadError(f"{source}: a classifier needs metadata '{KEY_LABELS}'")
+        provenance = parse_json(KEY_PROVENANCE, {})
+        return cls(
+            kind=kind,
+            labels=tuple(labels),
+            input_size=integer(KEY_INPUT_SIZE, kind == CLASSIFIER),
+            latent_size=integer(KEY_LATENT_SIZE, kind == GENERATOR),
+            output_size=integer(KEY_OUTPUT_SIZE, False),
+            size_multiple=integer(KEY_SIZE_MULTIPLE, False) or 1,
+            provenance=provenance if isinstance(provenance, dict) else {},
+        )
+
+    @property
+    def input_name(self) -> str:
+        return IO_NAMES[self.kind][0][0]
+
+    @property
+    def output_name(self) -> str:
+        return IO_NAMES[self.kind][1][0]

