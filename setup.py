@@ -23,10 +23,10 @@ RUNTIME = [
     "numpy>=1.26",
     "opencv-python-headless>=4.9",
     _onnxruntime_requirement(),
-    "grpcio>=1.60",
-    "grpcio-health-checking>=1.60",
-    "grpcio-reflection>=1.60",
-    "protobuf>=5",
+    "grpcio>=1.85.1",
+    "grpcio-health-checking>=1.85.1",
+    "grpcio-reflection>=1.85.1",
+    "protobuf>=7.35.1,<8",
     "prometheus-client>=0.20",
     "tqdm>=4.66",
 ]
@@ -45,8 +45,9 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "ruff>=0.5",
         "tritonclient[grpc]>=2.41",
-        "grpcio-tools>=1.60",
+        "grpcio-tools>=1.85.1",
         "scikit-image>=0.22",
+        "scikit-learn>=1.4",
     ],
     # CUDA libraries for the runtime; onnxruntime-gpu comes from
     # ARTFORGE_ONNXRUNTIME=gpu (see docs/install.md), never from an extra.

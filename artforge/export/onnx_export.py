@@ -1,0 +1,275 @@
+"""`artforge export RUN --repo REPO`: a training run's model.pt -> a verified ONNX model in a repository.
+
+Steps: load RUN/model.pt, rebuild the network, wrap it behind the artifact
+contract, export with the torch.export-based ("dynamo") ONNX exporter, attach
+the contract metadata, verify (checker + parity with PyTorch under ONNX
+Runtime), and only then write the Triton-style repository entry.
+
+The legacy TorchScript exporter is deprecated in torch 2.9+, so only the
+dynamo path is used; it needs onnxscript and emits opset 18 or newer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from artforge import contract
+from artforge.errors import ModelLoadError
+from artforge.export import repository
+from artforge.export.verify import verify_model
+from artforge.export.wrappers import ContractWrapper, wrap
+
+# 18 is the lowest opset the dynamo exporter implements natively, and old
+# enough for the TensorRT and OpenVINO parsers artforge targets.
+DEFAULT_OPSET = 18
+MIN_OPSET = 18
+# Used when a classifier artifact does not record its input size (EfficientNet-Lite0's native size).
+DEFAULT_INPUT_SIZE = 224
+# Example batch for tracing: not 1, so torch.export does not specialise the batch axis.
+_EXAMPLE_BATCH = 2
+_EXAMPLE_SIDE = 64
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LoadedRun:
+    """A training artifact rebuilt as a contract wrapper, ready to export."""
+
+    run: Path
+    wrapper: ContractWrapper
+    metadata: contract.ModelMetadata
+    example: torch.Tensor
+
+    @property
+    def kind(self) -> str:
+        return self.metadata.kind
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_artifact(run: Path) -> dict[str, Any]:
+    from artforge.training import common
+
+    if not run.exists():
+        raise FileNotFoundError(f"run folder {run} does not exist; pass the --out folder of a training run")
+    try:
+        return common.load_artifact(run)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:  # torch.load / unpickling failures have many types; all mean "unreadable file"
+        raise ModelLoadError(f"{run / common.ARTIFACT if run.is_dir() else run} cannot be read as a torch "
+                             f"checkpoint ({_first_line(exc)})") from exc
+
+
+def load_run(run: Path | str) -> LoadedRun:
+    """Rebuild RUN/model.pt's network behind the contract, in eval mode, with its metadata."""
+    from artforge import models
+
+    run = Path(run)
+    artifact = _read_artifact(run)
+    source = run / "model.pt" if run.is_dir() else run
+    kind, arch = artifact["kind"], artifact["arch"]
+    if kind not in contract.KINDS:
+        raise ModelLoadError(f"{source} holds a model of kind {kind!r}; expected one of {', '.join(contract.KINDS)}")
+    if not isinstance(arch, dict):
+        raise ModelLoadError(f"{source} has no architecture description (arch must be a dict with a 'name')")
+    net = models.build(kind, arch)  # ValueError naming the unknown architecture
+    try:
+        net.load_state_dict(artifact["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{source}: the saved weights do not fit architecture {arch!r} "
+                             f"({_first_line(exc)})") from exc
+    provenance = artifact.get("provenance") or {}
+    if not isinstance(provenance, dict):
+        provenance = {"note": str(provenance)}
+
+    if kind == contract.CLASSIFIER:
+        size = int(artifact.get("input_size") or DEFAULT_INPUT_SIZE)
+        wrapper = wrap(kind, net, input_size=size)
+        example = torch.randint(0, 256, (_EXAMPLE_BATCH, size, size, 3), dtype=torch.uint8)
+        labels = artifact.get("labels")
+        if not labels or not all(isinstance(x, str) for x in labels):
+            raise ModelLoadError(f"{source} has no class labels (a list of strings); a classifier needs them")
+        with torch.inference_mode():
+            classes = wrapper(example[:1]).shape[1]
+        if len(labels) != classes:
+            raise ModelLoadError(f"{source} lists {len(labels)} labels but its network outputs {classes} classes")
+        metadata = contract.ModelMetadata(kind=kind, labels=tuple(labels), input_size=size, provenance=provenance)
+    elif kind == contract.GENERATOR:
+        latent = int(artifact.get("latent_size") or getattr(net, "nz", 0) or arch.get("nz", 0))
+        wrapper = wrap(kind, net, latent_size=latent)
+        example = torch.randn(_EXAMPLE_BATCH, latent)
+        with torch.inference_mode():
+            out = wrapper(example[:1])
+        if out.shape[1] != out.shape[2]:
+            raise ModelLoadError(f"{source}: the generator's output is {out.shape[1]}x{out.shape[2]}; "
+                                 "the contract describes square images")
+        metadata = contract.ModelMetadata(kind=kind, latent_size=latent, output_size=int(out.shape[1]),
+                                          provenance=provenance)
+    else:
+        from artforge.models.style_net import SIZE_MULTIPLE
+
+        multiple = int(artifact.get("size_multiple") or SIZE_MULTIPLE)
+        wrapper = wrap(kind, net, size_multiple=multiple)
+        side = -(-_EXAMPLE_SIDE // multiple) * multiple
+        example = torch.randint(0, 256, (_EXAMPLE_BATCH, side, side, 3), dtype=torch.uint8)
+        metadata = contract.ModelMetadata(kind=kind, size_multiple=multiple, provenance=provenance)
+    return LoadedRun(run=run, wrapper=wrapper.eval(), metadata=metadata, example=example)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    # The exporter prints progress lines, FutureWarnings and a warning per
+    # missing torchvision op; none of it helps an artforge user.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _dynamic_shapes(loaded: LoadedRun) -> dict[str, dict[int, Any]]:
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1)
+    axes: dict[int, Any] = {0: batch}
+    if loaded.kind == contract.STYLIZER:
+        # H and W as multiples of size_multiple: torch.export then proves the
+        # output has the input's size. A minimum of 2 units keeps reflection
+        # padding valid after the downsampling.
+        m = loaded.metadata.size_multiple
+        axes[1] = m * Dim("height_units", min=2) if m > 1 else Dim("height", min=2)
+        axes[2] = m * Dim("width_units", min=2) if m > 1 else Dim("width", min=2)
+    return {loaded.wrapper.input_names[0]: axes}
+
+
+def _rename_dims(model: onnx.ModelProto, kind: str) -> None:
+    """Give the dynamic axes plain names (batch, height, width) across the graph."""
+    names = ["batch", "height", "width"] if kind == contract.STYLIZER else ["batch"]
+    mapping = {}
+    for dim, new in zip(model.graph.input[0].type.tensor_type.shape.dim, names, strict=False):
+        if dim.dim_param:
+            mapping[dim.dim_param] = new
+    values = [*model.graph.input, *model.graph.output, *model.graph.value_info]
+    for value in values:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in mapping:
+                dim.dim_param = mapping[dim.dim_param]
+
+
+def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace the wrapper with dynamic axes and return the constant-folded, self-contained ONNX model."""
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET}..{onnx.defs.onnx_opset_version()}")
+    wrapper = loaded.wrapper
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                wrapper, (loaded.example,), dynamo=True, opset_version=opset,
+                input_names=list(wrapper.input_names), output_names=list(wrapper.output_names),
+                dynamic_shapes=_dynamic_shapes(loaded),
+                optimize=True,  # onnxscript's optimizer: constant folding, batch-norm fusion
+                external_data=False, verbose=False)
+    except Exception as exc:  # the exporter raises many internal types; the first line names the problem
+        raise ModelLoadError(f"the {loaded.kind} in {loaded.run} could not be exported to ONNX: "
+                             f"{_first_line(exc)}") from exc
+    model = program.model_proto
+    _rename_dims(model, loaded.kind)
+    model.doc_string = f"artforge {loaded.kind}"
+    return model
+
+
+def set_metadata(model: onnx.ModelProto, metadata: contract.ModelMetadata) -> None:
+    """Replace artforge's metadata_props with `metadata` (keeps unrelated keys)."""
+    props = metadata.to_props()
+    kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith("artforge.")]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**dict(kept), **props})
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def publish(wrapper: torch.nn.Module, model: onnx.ModelProto, metadata: contract.ModelMetadata, repo: Path | str,
+            name: str, *, version: int | None = None, verify: bool = True, overwrite: bool = False,
+            export_info: dict[str, Any] | None = None, log: Log | None = print) -> Path:
+    """Verify `model` against `wrapper`, then write it to the repository; nothing is written if it disagrees."""
+    set_metadata(model, metadata)
+    if verify:
+        report = verify_model(wrapper, model, metadata, log=log).to_dict()
+    else:
+        from artforge.export.verify import check_graph
+
+        check_graph(model, metadata.kind)
+        report = None
+    return repository.write_model(Path(repo), name, model, metadata, version=version, parity=report,
+                                  export_info=export_info, overwrite=overwrite)
+
+
+def export_run(run: Path | str, repo: Path | str, name: str | None = None, version: int | None = None,
+               opset: int = DEFAULT_OPSET, verify: bool = True, overwrite: bool = False,
+               log: Log | None = print) -> Path:
+    """Export RUN/model.pt into <repo>/<name>/<version>/model.onnx and return that path.
+
+    name defaults to the run folder's name, version to one more than the
+    highest existing version. The export is verified before anything is written.
+    """
+    run = Path(run).resolve() if Path(run).exists() else Path(run)
+    name = repository.validate_name(name if name is not None else run.name)
+    # Fail on a taken version before the slow part, not after it.
+    if version is not None:
+        version = repository.validate_version(version)
+        target = Path(repo) / name / str(version)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists; pick another version or pass overwrite to replace it")
+    loaded = load_run(run)
+    if log is not None:
+        log(f"exporting {loaded.kind} from {run} (opset {opset})")
+    model = export_onnx(loaded, opset)
+    info = {"source run": str(run), "exported at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", **_versions()}
+    path = publish(loaded.wrapper, model, loaded.metadata, repo, name, version=version, verify=verify,
+                   overwrite=overwrite, export_info=info, log=log)
+    if log is not None:
+        log(f"wrote {path}")
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `artforge export`."""
+    parser.add_argument("run", type=Path, help="training run folder holding model.pt")
+    parser.add_argument("--repo", type=Path, required=True, help="model repository folder (created if missing)")
+    parser.add_argument("--name", help="model name in the repository (default: the run folder's name)")
+    parser.add_argument("--version", type=int, help="version number (default: one more than the highest existing)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run `artforge export` from parsed arguments; errors propagate as artforge/ValueError/OSError types."""
+    export_run(args.run, args.repo, name=args.name, version=args.version, opset=args.opset,
+               overwrite=args.overwrite)
+    return 0

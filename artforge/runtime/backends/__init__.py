@@ -1,0 +1,97 @@
+"""Backend registry: which backends exist, which work here, and "auto".
+
+A backend name is "name" or "name:option", e.g. "onnxruntime:cuda"; "auto"
+asks every registered backend for a Probe and takes the highest score whose
+artifact file is present. GPU backends must import their libraries lazily
+(inside probe/__init__) so that registering them costs nothing on CPU hosts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError
+from artforge.runtime.backends.base import Backend, Probe, TensorSpec
+from artforge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+__all__ = ["Backend", "Probe", "TensorSpec", "OnnxRuntimeBackend", "register_backend", "registered_backends",
+           "available_backends", "create_backend", "inspect_backend"]
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Make a Backend subclass selectable by name and by "auto"; usable as a decorator."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+register_backend(OnnxRuntimeBackend)
+
+
+def registered_backends() -> list[str]:
+    return list(_REGISTRY)
+
+
+def available_backends() -> dict[str, Probe]:
+    """Backends usable on this machine, best first, with the option auto would use and why."""
+    probes = [(cls.name, probe) for cls in _REGISTRY.values() if (probe := cls.probe()) is not None]
+    return dict(sorted(probes, key=lambda item: -item[1].score))
+
+
+def _artifact(cls: type[Backend], path: Path) -> Path | None:
+    if path.is_dir():
+        candidate = path / cls.artifact
+        return candidate if candidate.is_file() else None
+    return path if path.suffix == Path(cls.artifact).suffix else None
+
+
+def _parse(name: str) -> tuple[type[Backend] | None, str | None]:
+    base, _, option = name.partition(":")
+    if base == "auto" and not option:
+        return None, None
+    cls = _REGISTRY.get(base)
+    if cls is None:
+        raise InvalidInputError(f"unknown backend {name!r}; use auto or one of {', '.join(_REGISTRY)} "
+                                "(optionally name:option, e.g. onnxruntime:cpu)")
+    if option and option not in cls.options():
+        raise InvalidInputError(f"unknown option {option!r} for backend {base}; use one of {', '.join(cls.options())}")
+    return cls, option or None
+
+
+def create_backend(path: str | Path, name: str = "auto", threads: int | None = None) -> Backend:
+    """Load the artifact at path (a file, or a version folder holding one) with the named backend.
+
+    The returned backend's `display_name` and `reason` say what was chosen and why.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"model artifact {path} does not exist")
+    cls, option = _parse(name)
+    if cls is not None:
+        artifact = _artifact(cls, path)
+        if artifact is None:
+            raise NotFoundError(f"{path}: no {cls.artifact} for backend {cls.name}")
+        if option is None and cls.probe() is None:
+            raise ModelLoadError(f"backend {cls.name} is not available on this machine; "
+                                 f"available: {', '.join(available_backends()) or 'none'}")
+        return cls(artifact, option=option, threads=threads, reason=f"backend {name!r} was asked for")
+    for backend_name in available_backends():
+        cls = _REGISTRY[backend_name]
+        artifact = _artifact(cls, path)
+        if artifact is not None:
+            return cls(artifact, option=None, threads=threads,
+                       reason=f"auto picked {backend_name}, the best backend available here")
+    expected = ", ".join(sorted({cls.artifact for cls in _REGISTRY.values()}))
+    raise NotFoundError(f"{path}: no model artifact that an available backend can load (looked for {expected})")
+
+
+def inspect_backend(path: str | Path) -> Backend:
+    """A cheap backend for reading an artifact's specs and metadata (no GPU, no optimisation)."""
+    path = Path(path)
+    for cls in _REGISTRY.values():
+        artifact = _artifact(cls, path)
+        if artifact is not None and cls.probe() is not None:
+            return cls.inspect(artifact)
+    expected = ", ".join(sorted({cls.artifact for cls in _REGISTRY.values()}))
+    raise NotFoundError(f"{path}: no model artifact (looked for {expected})")

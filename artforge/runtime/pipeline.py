@@ -1,0 +1,122 @@
+"""Pre- and post-processing around a graph, driven by the model's metadata.
+
+Everything here works on RGB(A) uint8 HxWxC arrays; normalisation is inside
+the graphs (artifact contract), so the only work left is geometry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from artforge.errors import InvalidInputError
+from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike, flatten_alpha, load_image, probe
+
+_REDUCTIONS = (8, 4, 2)
+
+
+def _positive(value: int | None, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InvalidInputError(f"{what} must be a positive integer, got {value!r}")
+
+
+def jpeg_reduction(image: ImageLike, min_side: int | None = None, max_side: int | None = None) -> int:
+    """The largest JPEG decode reduction (1, 2, 4 or 8) that keeps the shorter
+    side >= min_side or the longer side >= max_side, so the final resize still
+    shrinks. Only encoded JPEGs benefit; anything else gets 1."""
+    info = probe(image) if not isinstance(image, np.ndarray) else None
+    if info is None or info.format != "jpeg":
+        return 1
+    short, long = sorted((info.width, info.height))
+    for factor in _REDUCTIONS:
+        reduced_short, reduced_long = -(-short // factor), -(-long // factor)
+        if (min_side is not None and reduced_short >= min_side) or (max_side is not None and reduced_long >= max_side):
+            return factor
+    return 1
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB(A) -> (contiguous RGB, alpha plane or None)."""
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB), cv2.extractChannel(image, 3)
+    return image, None
+
+
+def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale (never upscale) so that the longer side is at most max_side."""
+    height, width = image.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def center_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize the shorter side to size and centre-crop to size x size.
+
+    Cropping the central square first and resizing it once gives the same
+    pixels as resize-then-crop while resizing only what is kept. With `out`
+    (a size x size x 3 uint8 array, e.g. one slot of a batch) the result is
+    written there instead of a new array.
+    """
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top:top + side, left:left + side]  # a view
+    if square.shape[2] == 4:
+        # Transparent pixels hold arbitrary colours; show the model what a
+        # viewer shows on a white page rather than those colours.
+        square = flatten_alpha(square)
+    if side == size:
+        if out is None:
+            return np.ascontiguousarray(square)
+        out[...] = square
+        return out
+    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), dst=out, interpolation=interpolation)
+
+
+def classifier_batch(images: Sequence[ImageLike], size: int,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode and centre-crop images straight into one [N,size,size,3] uint8 batch."""
+    batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        rgb = load_image(image, max_pixels=max_pixels, reduce=jpeg_reduction(image, min_side=size))
+        center_square(rgb, size, out=batch[i])
+    return batch
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad bottom and right up to a multiple of `multiple` by mirroring the
+    edge (like the ReflectionPad2d style networks use), so the network sees
+    plausible content instead of a black border that bleeds into the result."""
+    height, width = image.shape[:2]
+    bottom, right = -height % multiple, -width % multiple
+    if not bottom and not right:
+        return image
+    return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REFLECT_101)
+
+
+def stack(images: Sequence[np.ndarray]) -> np.ndarray:
+    """[N,...] batch of same-shape arrays; a single image becomes a view, not a copy."""
+    if len(images) == 1:
+        return images[0][np.newaxis]
+    return np.stack(images)
+
+
+def group_by_shape(images: Sequence[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of same-shape images, so each group can run as one batch."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(image.shape, []).append(i)
+    return groups
+
+
+def chunks(count: int, limit: int | None) -> Iterator[slice]:
+    """Slices of at most `limit` items covering range(count) (one slice when limit is None)."""
+    step = count if not limit else limit
+    for start in range(0, count, max(step, 1)):
+        yield slice(start, min(start + step, count))

@@ -1,0 +1,348 @@
+"""Train a feed-forward style network (Johnson et al.) for one style image.
+
+`artforge train style --style IMG --data DIR --out RUN` trains
+artforge.models.style_net.TransformerNet with a perceptual loss through a
+frozen pretrained loss network (see artforge.training.losses): content loss
+at one layer, Gram-matrix style loss at several, and total variation.
+
+Content images are random square crops of the images under DIR, resized to
+--image-size. Every training step draws its batch from an RNG seeded with
+(seed, step), so a resumed run sees exactly the batches an uninterrupted run
+would have seen, without saving any data-loader state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
+from artforge.training import common
+from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
+from artforge.training.losses import DEFAULT_WEIGHTS, LOSS_NETWORKS, LossWeights, PerceptualLoss, build_loss_network
+
+RESIDUAL_BLOCKS = 5
+
+
+@dataclass
+class StyleConfig:
+    style: str
+    data: str
+    out: str
+    loss_network: str = "efficientnet_lite0"
+    loss_weights: str | None = None  # weights file; required for vgg16/vgg19
+    width: float = 1.0
+    image_size: int = 256
+    style_size: int | None = None  # shorter side of the style image; None: same as image_size
+    steps: int = 2000
+    batch_size: int = 4
+    lr: float = 1e-3
+    content_weight: float | None = None  # None: the loss network's default (losses.DEFAULT_WEIGHTS)
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    sample_every: int = 200
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    max_steps: int | None = None  # stop early at this global step (a time budget); rerun to continue
+    resume: bool = True
+    progress: bool = True
+
+    def loss_weight_values(self) -> LossWeights:
+        default = DEFAULT_WEIGHTS[self.loss_network]
+        return LossWeights(
+            content=default.content if self.content_weight is None else self.content_weight,
+            style=default.style if self.style_weight is None else self.style_weight,
+            tv=default.tv if self.tv_weight is None else self.tv_weight,
+        )
+
+
+def _validate(cfg: StyleConfig) -> None:
+    if cfg.width <= 0:
+        raise ValueError(f"--width must be greater than 0 (1.0 is the full network, 0.5 half), got {cfg.width}")
+    if cfg.image_size < 16 or cfg.image_size % SIZE_MULTIPLE:
+        raise ValueError(f"--image-size must be a multiple of {SIZE_MULTIPLE} and at least 16, got {cfg.image_size}")
+    if cfg.style_size is not None and cfg.style_size < 16:
+        raise ValueError(f"--style-size must be at least 16 pixels, got {cfg.style_size}")
+    for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise ValueError(f"--max-steps must be a positive integer, got {cfg.max_steps}")
+    if cfg.lr <= 0:
+        raise ValueError(f"--lr must be greater than 0, got {cfg.lr}")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        value = getattr(cfg, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    if cfg.loss_network not in LOSS_NETWORKS:
+        raise ValueError(f"--loss-network must be one of {', '.join(LOSS_NETWORKS)}, got {cfg.loss_network!r}")
+    if not Path(cfg.style).is_file():
+        raise FileNotFoundError(f"style image not found: {cfg.style}")
+    if not Path(cfg.data).is_dir():
+        raise FileNotFoundError(f"content image folder not found: {cfg.data}")
+
+
+def _load_style(path: Path, size: int) -> np.ndarray:
+    """The style image, resized so that its shorter side is `size`."""
+    image = read_rgb(path)
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, new, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def _square_crop(image: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
+    """A square crop resized to size x size: random position and scale, or the centre when rng is None."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    if rng is None:
+        crop, y, x = side, (h - side) // 2, (w - side) // 2
+    else:
+        # Scale jitter shows the network its content at several sizes, which
+        # matters when it later stylizes images larger than the training crops.
+        crop = max(1, int(side * rng.uniform(0.6, 1.0)))
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    patch = image[y:y + crop, x:x + crop]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if crop > size else cv2.INTER_LINEAR)
+
+
+class ContentSampler:
+    """Random content crops from an image folder; unreadable files are skipped and counted."""
+
+    def __init__(self, paths: list[Path], size: int, seed: int, skipped: set[str] | None = None):
+        self.paths = paths
+        self.size = size
+        self.seed = seed
+        self.skipped: set[str] = set(skipped or ())
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        if str(path) in self.skipped:
+            return None
+        try:
+            return read_rgb(path)
+        except (ValueError, OSError, cv2.error):
+            self.skipped.add(str(path))
+            return None
+
+    def _check_any_left(self) -> None:
+        if len(self.skipped) >= len(self.paths):
+            raise ValueError(f"none of the {len(self.paths)} image file(s) found could be decoded")
+
+    def batch(self, step: int, batch_size: int) -> np.ndarray:
+        """uint8 [N, size, size, 3] for this step (the same for the same seed and step)."""
+        rng = np.random.default_rng([self.seed, step])
+        out = []
+        while len(out) < batch_size:
+            image = self._read(self.paths[int(rng.integers(len(self.paths)))])
+            if image is None:
+                self._check_any_left()
+                continue
+            out.append(_square_crop(image, self.size, rng))
+        return np.stack(out)
+
+    def fixed(self) -> np.ndarray:
+        """A centre crop of the first readable image, for comparable samples across training."""
+        for path in self.paths:
+            image = self._read(path)
+            if image is not None:
+                return _square_crop(image, self.size, None)
+        self._check_any_left()
+        raise AssertionError("unreachable")
+
+
+def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device)
+
+
+def _to_uint8(batch: torch.Tensor) -> np.ndarray:
+    return batch.detach().clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode {path}")
+    common._atomic_write(Path(path), lambda f: f.write(encoded.tobytes()))
+
+
+def _save_sample(run: Path, step: int, net: TransformerNet, content: np.ndarray, device: torch.device) -> Path:
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        stylized = _to_uint8(net(_to_tensor(content[None], device)))[0]
+    net.train(was_training)
+    gap = np.full((content.shape[0], 4, 3), 255, np.uint8)
+    path = run / "samples" / f"step_{step:06d}.png"
+    write_png(path, np.concatenate([content, gap, stylized], axis=1))
+    return path
+
+
+def _write_metrics(run: Path, history: list[dict[str, float]], step: int, stop: int, cfg: StyleConfig,
+                   sampler: ContentSampler, steps_per_second: float | None) -> None:
+    metrics: dict[str, Any] = {"step": step, "steps": cfg.steps, "stop": stop, "history": history,
+                               "skipped_files": len(sampler.skipped), "images": len(sampler.paths)}
+    if history:
+        metrics["final"] = history[-1]
+    if steps_per_second is not None:
+        metrics["steps_per_second"] = round(steps_per_second, 4)
+    common.atomic_write_json(metrics, run / common.METRICS)
+
+
+def train(cfg: StyleConfig) -> Path:
+    """Train (or resume) a style network; returns the run folder holding model.pt."""
+    _validate(cfg)
+    device = common.pick_device(cfg.device)
+    paths = list_images(Path(cfg.data))
+    if not paths:
+        raise ValueError(
+            f"no images found in {cfg.data} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    weights = cfg.loss_weight_values()
+    style_size = cfg.style_size or cfg.image_size
+    config = asdict(cfg)
+    config.update(style_size=style_size, content_weight=weights.content, style_weight=weights.style,
+                  tv_weight=weights.tv)
+    # max_steps only says where this invocation stops, so a run stopped by a
+    # time budget can be continued with a larger one (or none).
+    config.pop("max_steps")
+    run = Path(cfg.out)
+    state = common.prepare_run(run, config, resume=cfg.resume)
+    if state is None:
+        # A stale state from an earlier run must not be picked up by a later resume.
+        (run / common.STATE).unlink(missing_ok=True)
+
+    common.set_seed(cfg.seed)
+    loss_net = build_loss_network(cfg.loss_network, cfg.loss_weights)
+    try:
+        style_image = _load_style(Path(cfg.style), style_size)
+    except ValueError:
+        raise ValueError(f"cannot decode the style image {cfg.style}; use a JPEG/PNG/BMP/WebP/TIFF file") from None
+    criterion = PerceptualLoss(loss_net, _to_tensor(style_image[None], torch.device("cpu")), weights).to(device)
+    net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+
+    step = 0
+    history: list[dict[str, float]] = []
+    skipped: set[str] = set()
+    if state is not None:
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history, skipped = state["step"], state["history"], set(state["skipped"])
+        common.restore_rng(state)
+    sampler = ContentSampler(paths, cfg.image_size, cfg.seed, skipped)
+    fixed_content = sampler.fixed()
+    stop = min(cfg.steps, cfg.max_steps or cfg.steps)
+
+    def checkpoint() -> None:
+        common.save_state(run, {"step": step, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                "history": history, "skipped": sorted(sampler.skipped)})
+
+    sums = {"total": 0.0, "content": 0.0, "style": 0.0, "tv": 0.0}
+    count = 0
+    start_step, start_time = step, time.perf_counter()
+    net.train()
+    bar = tqdm(total=stop, initial=step, desc="style", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    try:
+        while step < stop:
+            content = _to_tensor(sampler.batch(step, cfg.batch_size), device)
+            target = criterion.content_target(content)
+            losses = criterion(net(content), target)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            step += 1
+            for key in sums:
+                sums[key] += float(losses[key])
+            count += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == stop:
+                entry = {"step": step, **{k: v / count for k, v in sums.items()}}
+                history.append(entry)
+                bar.set_postfix(total=f"{entry['total']:.3g}", content=f"{entry['content']:.3g}",
+                                style=f"{entry['style']:.3g}", tv=f"{entry['tv']:.3g}")
+                sums = dict.fromkeys(sums, 0.0)
+                count = 0
+            if step % cfg.sample_every == 0:
+                _save_sample(run, step, net, fixed_content, device)
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+                _write_metrics(run, history, step, stop, cfg, sampler, None)
+    except KeyboardInterrupt:
+        bar.close()
+        checkpoint()
+        _write_metrics(run, history, step, stop, cfg, sampler, None)
+        print(f"interrupted at step {step}; state saved in {run}; rerun the same command to resume",
+              file=sys.stderr)
+        raise
+    bar.close()
+    elapsed = time.perf_counter() - start_time
+    rate = (step - start_step) / elapsed if step > start_step and elapsed > 0 else None
+
+    checkpoint()
+    _write_metrics(run, history, step, stop, cfg, sampler, rate)
+    if step % cfg.sample_every:
+        _save_sample(run, step, net, fixed_content, device)
+    if sampler.skipped:
+        print(f"skipped {len(sampler.skipped)} unreadable image file(s) under {cfg.data}", file=sys.stderr)
+    provenance = {
+        "style_image": str(cfg.style), "data": str(cfg.data), "images": len(paths),
+        "skipped_files": len(sampler.skipped), "steps": step, "batch_size": cfg.batch_size,
+        "image_size": cfg.image_size, "style_size": style_size, "lr": cfg.lr,
+        "weights": {"content": weights.content, "style": weights.style, "tv": weights.tv},
+        "loss_network": cfg.loss_network,
+        "loss_layers": {"style": list(loss_net.style_layers), "content": loss_net.content_layer},
+        "final_losses": history[-1] if history else {}, "seed": cfg.seed,
+    }
+    common.save_artifact(run, "stylizer", {"name": "transformer_net", "width": cfg.width,
+                                           "residual_blocks": RESIDUAL_BLOCKS},
+                         net, provenance=provenance, size_multiple=SIZE_MULTIPLE)
+    return run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `artforge train style`."""
+    d = {f.name: f.default for f in fields(StyleConfig)}
+    parser.add_argument("--style", required=True, help="style image file")
+    parser.add_argument("--data", required=True, help="folder of content images (searched recursively)")
+    parser.add_argument("--out", required=True, help="run folder (rerun with the same folder to resume)")
+    parser.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
+                        help="frozen pretrained network for the perceptual loss")
+    parser.add_argument("--loss-weights", default=None,
+                        help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
+    parser.add_argument("--width", type=float, default=d["width"], help="channel width multiplier (0.5 = half)")
+    parser.add_argument("--image-size", type=int, default=d["image_size"], help="side of the content crops")
+    parser.add_argument("--style-size", type=int, default=None,
+                        help="shorter side the style image is resized to (default: --image-size)")
+    parser.add_argument("--steps", type=int, default=d["steps"], help="training steps (batches)")
+    parser.add_argument("--batch-size", type=int, default=d["batch_size"])
+    parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
+    for name in ("content", "style", "tv"):
+        parser.add_argument(f"--{name}-weight", type=float, default=None,
+                            help=f"{name} loss weight (default: tuned for the loss network)")
+    parser.add_argument("--sample-every", type=int, default=d["sample_every"],
+                        help="save a content|stylized sample to RUN/samples every N steps")
+    parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    parser.add_argument("--log-every", type=int, default=d["log_every"])
+    parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop at this step (a time budget); rerun without it to continue")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start over even if RUN holds a saved state")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> StyleConfig:
+    names = {f.name for f in fields(StyleConfig)}
+    return StyleConfig(**{k: v for k, v in vars(args).items() if k in names})
