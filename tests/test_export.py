@@ -202,10 +202,10 @@ def test_cli_pair(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureF
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([str(runs["generator"]), "--repo", str(tmp_path), "--name", "gen.v2", "--version", "7"])
-    assert run_from_args(args) == 0
-    assert (tmp_path / "gen.v2" / "7" / "model.onnx").is_file()
+    path = run_from_args(args)
+    assert path == tmp_path / "gen.v2" / "7" / "model.onnx" and path.is_file()
     printed = capsys.readouterr().out
-    assert "largest difference" in printed and "wrote" in printed
+    assert "exporting generator" in printed and "largest difference" in printed
 
 
 def _perturbed(path: Path) -> onnx.ModelProto:
@@ -249,6 +249,8 @@ def test_clear_errors(runs: dict[str, Path], tmp_path: Path) -> None:
         export_run(runs["generator"], tmp_path / "repo", name="a/b", log=None)
     with pytest.raises(ValueError, match="not allowed"):
         export_run(runs["generator"], tmp_path / "repo", version=0, log=None)
+    with pytest.raises(ValueError, match="opset 11 is not supported"):
+        export_run(runs["generator"], tmp_path / "repo", opset=11, log=None)
     common.save_artifact(tmp_path / "odd", "classifier", {"name": "resnet50"}, torch.nn.Linear(2, 2), {})
     with pytest.raises(ValueError, match="unknown architecture 'resnet50'"):
         export_run(tmp_path / "odd", tmp_path / "repo", log=None)

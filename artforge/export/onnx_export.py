@@ -177,10 +177,14 @@ def _rename_dims(model: onnx.ModelProto, kind: str) -> None:
                 dim.dim_param = mapping[dim.dim_param]
 
 
-def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Trace the wrapper with dynamic axes and return the constant-folded, self-contained ONNX model."""
+def _check_opset(opset: int) -> None:
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET}..{onnx.defs.onnx_opset_version()}")
+
+
+def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace the wrapper with dynamic axes and return the constant-folded, self-contained ONNX model."""
+    _check_opset(opset)
     wrapper = loaded.wrapper
     try:
         with _quiet_exporter():
@@ -238,8 +242,11 @@ def export_run(run: Path | str, repo: Path | str, name: str | None = None, versi
     highest existing version. The export is verified before anything is written.
     """
     run = Path(run).resolve() if Path(run).exists() else Path(run)
-    name = repository.validate_name(name if name is not None else run.name)
-    # Fail on a taken version before the slow part, not after it.
+    # RUN may also name the model.pt file itself; the model is still named after its run folder.
+    default_name = run.parent.name if run.is_file() else run.name
+    name = repository.validate_name(name if name is not None else default_name)
+    # Fail on bad options before the slow part, not after it.
+    _check_opset(opset)
     if version is not None:
         version = repository.validate_version(version)
         target = Path(repo) / name / str(version)
@@ -253,8 +260,6 @@ def export_run(run: Path | str, repo: Path | str, name: str | None = None, versi
             "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", **_versions()}
     path = publish(loaded.wrapper, model, loaded.metadata, repo, name, version=version, verify=verify,
                    overwrite=overwrite, export_info=info, log=log)
-    if log is not None:
-        log(f"wrote {path}")
     return path
 
 
@@ -268,8 +273,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run `artforge export` from parsed arguments; errors propagate as artforge/ValueError/OSError types."""
-    export_run(args.run, args.repo, name=args.name, version=args.version, opset=args.opset,
-               overwrite=args.overwrite)
-    return 0
+def run_from_args(args: argparse.Namespace) -> Path:
+    """Run `artforge export` from parsed arguments and return the written model.onnx.
+
+    Errors propagate as artforge.errors types, ValueError or FileNotFoundError/FileExistsError,
+    each with a one-sentence message for the CLI to print.
+    """
+    return export_run(args.run, args.repo, name=args.name, version=args.version, opset=args.opset,
+                      overwrite=args.overwrite)

@@ -222,7 +222,9 @@ def model_card(name: str, version: int, metadata: contract.ModelMetadata, inputs
     lines += [f"| output | `{s.name}` | {s.dtype} | {_shape_text(s)} |" for s in outputs]
     lines += ["", "Images are RGB, NHWC, uint8 on both sides of the graph; the first axis is the batch."]
     if metadata.kind == contract.STYLIZER:
-        lines.append(f"Height and width are free but must be multiples of {metadata.size_multiple}.")
+        # Two downsampling stages with reflection padding: smaller inputs fail inside the graph.
+        lines.append(f"Height and width are free but must be multiples of {metadata.size_multiple} and at least "
+                     f"{2 * metadata.size_multiple} pixels; pad (reflect) before calling and crop after.")
     if metadata.kind == contract.GENERATOR:
         lines.append(f"Latents have {metadata.latent_size} values each; outputs are "
                      f"{metadata.output_size}x{metadata.output_size}.")

@@ -70,7 +70,7 @@ class ParityReport:
         return all(c.passed for c in self.cases)
 
     def summary(self) -> str:
-        unit = "levels" if self.kind != contract.CLASSIFIER else "(probability)"
+        unit = "in probability" if self.kind == contract.CLASSIFIER else "uint8 levels"
         return (f"parity vs PyTorch on {len(self.cases)} inputs ({self.provider}): largest difference "
                 f"{self.max_abs_diff:.3g} {unit}, worst mismatch fraction {self.mismatch_fraction:.4%} "
                 f"[{'pass' if self.passed else 'FAIL'}; tolerance: {self.tolerance}]")

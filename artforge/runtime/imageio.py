@@ -1,9 +1,11 @@
 """Image decoding and encoding with OpenCV: RGB(A) uint8 in, RGB(A) uint8 out.
 
 Decoding keeps alpha and 16-bit depth (IMREAD_UNCHANGED) but OpenCV then
-ignores EXIF orientation, so the orientation is read from the header here and
-applied afterwards. The same cheap header walk gives the pixel size, so a
-decompression bomb is refused before any pixel is decoded.
+ignores EXIF orientation (except in TIFF, where libtiff applies it), so the
+orientation is read from the JPEG/PNG/WebP header here and applied
+afterwards. The same cheap header walk gives the pixel size, so a
+decompression bomb is refused before any pixel is decoded, and lets a JPEG be
+decoded at reduced scale when the caller will shrink it anyway.
 """
 
 from __future__ import annotations
@@ -205,14 +207,26 @@ def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
     raise InvalidInputError(f"{source} has {image.dtype.name} pixels; use 8- or 16-bit images")
 
 
+def _jpeg_reduction(info: ImageInfo, short_side: int | None, long_side: int | None) -> int:
+    """The largest codec reduction (8, 4, 2) keeping the image at least as large as the caller's target."""
+    short, long = sorted((info.width, info.height))
+    for factor in (8, 4, 2):
+        if ((short_side is not None and -(-short // factor) >= short_side)
+                or (long_side is not None and -(-long // factor) >= long_side)):
+            return factor
+    return 1
+
+
 def decode_image(data: bytes | bytearray | memoryview | np.ndarray, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 reduce: int = 1, source: str = "image bytes") -> np.ndarray:
+                 short_side: int | None = None, long_side: int | None = None,
+                 source: str = "image bytes") -> np.ndarray:
     """Decode encoded image bytes to RGB (HxWx3) or RGBA (HxWx4) uint8.
 
     EXIF orientation is applied, grayscale becomes RGB, 16-bit becomes 8-bit,
-    alpha is kept. reduce (2, 4 or 8) lets a JPEG be decoded at 1/reduce scale
-    by the codec itself, much faster when the caller will downscale anyway;
-    other formats ignore it.
+    alpha is kept. short_side / long_side tell the decoder the size the caller
+    will shrink the image to (its shorter / longer side): a JPEG is then
+    decoded at 1/2, 1/4 or 1/8 scale by the codec itself, never below that
+    size, which is several times faster for photos. Other formats ignore them.
     """
     buffer = np.frombuffer(data, dtype=np.uint8)  # a view, not a copy
     if buffer.size == 0:
@@ -220,12 +234,11 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray, *, max_pixel
     info = probe_image(data)
     flags = cv2.IMREAD_UNCHANGED
     if info is not None:
-        if info.format == "jpeg" and reduce in _REDUCED:
+        reduce = _jpeg_reduction(info, short_side, long_side) if info.format == "jpeg" else 1
+        if reduce > 1:
             # JPEG has neither alpha nor 16-bit, so the colour-only flags lose nothing.
             flags = _REDUCED[reduce] | cv2.IMREAD_IGNORE_ORIENTATION
-            _check_pixels(-(-info.width // reduce), -(-info.height // reduce), max_pixels, source)
-        else:
-            _check_pixels(info.width, info.height, max_pixels, source)
+        _check_pixels(-(-info.width // reduce), -(-info.height // reduce), max_pixels, source)
     try:
         image = cv2.imdecode(buffer, flags)
     except cv2.error:  # OpenCV's own size limit and some codec failures raise
@@ -245,7 +258,8 @@ def decode_image(data: bytes | bytearray | memoryview | np.ndarray, *, max_pixel
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, reduce: int = 1) -> np.ndarray:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               short_side: int | None = None, long_side: int | None = None) -> np.ndarray:
     """Read and decode an image file (see decode_image)."""
     path = Path(path)
     try:
@@ -254,7 +268,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
         raise NotFoundError(f"image file {path} does not exist") from None
     except IsADirectoryError:
         raise InvalidInputError(f"{path} is a folder, not an image file") from None
-    return decode_image(data, max_pixels=max_pixels, reduce=reduce, source=f"image file {path}")
+    return decode_image(data, max_pixels=max_pixels, short_side=short_side, long_side=long_side,
+                        source=f"image file {path}")
 
 
 def as_rgb8(image: np.ndarray, source: str = "image array") -> np.ndarray:
@@ -271,31 +286,23 @@ def as_rgb8(image: np.ndarray, source: str = "image array") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
 
 
-def load_image(image: ImageLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, reduce: int = 1) -> np.ndarray:
-    """Any accepted image argument (array, encoded bytes, file path) as RGB or RGBA uint8."""
+def load_image(image: ImageLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               short_side: int | None = None, long_side: int | None = None) -> np.ndarray:
+    """Any accepted image argument (array, encoded bytes, file path) as RGB or RGBA uint8.
+
+    Arrays are returned as they are when already RGB(A) uint8; the size hints
+    only speed up JPEG decoding (see decode_image).
+    """
     if isinstance(image, np.ndarray):
         image = as_rgb8(image)
         _check_pixels(image.shape[1], image.shape[0], max_pixels, "image array")
         return image
+    hints = {"max_pixels": max_pixels, "short_side": short_side, "long_side": long_side}
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode_image(image, max_pixels=max_pixels, reduce=reduce)
+        return decode_image(image, **hints)
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image, max_pixels=max_pixels, reduce=reduce)
+        return read_image(image, **hints)
     raise InvalidInputError(f"an image must be a numpy array, encoded bytes or a file path, not {type(image).__name__}")
-
-
-def probe(image: ImageLike) -> ImageInfo | None:
-    """Header info for encoded bytes or a file (reads only the first 64 KiB); None for arrays."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return probe_image(image)
-    if isinstance(image, (str, os.PathLike)):
-        try:
-            with open(image, "rb") as f:
-                head = f.read(1 << 16)
-        except OSError:
-            return None  # read_image reports the problem properly
-        return probe_image(head)
-    return None
 
 
 # -- encoding -----------------------------------------------------------------

@@ -12,29 +12,12 @@ import cv2
 import numpy as np
 
 from artforge.errors import InvalidInputError
-from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike, flatten_alpha, load_image, probe
-
-_REDUCTIONS = (8, 4, 2)
+from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike, flatten_alpha, load_image
 
 
-def _positive(value: int | None, what: str) -> None:
+def check_positive(value: int | None, what: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise InvalidInputError(f"{what} must be a positive integer, got {value!r}")
-
-
-def jpeg_reduction(image: ImageLike, min_side: int | None = None, max_side: int | None = None) -> int:
-    """The largest JPEG decode reduction (1, 2, 4 or 8) that keeps the shorter
-    side >= min_side or the longer side >= max_side, so the final resize still
-    shrinks. Only encoded JPEGs benefit; anything else gets 1."""
-    info = probe(image) if not isinstance(image, np.ndarray) else None
-    if info is None or info.format != "jpeg":
-        return 1
-    short, long = sorted((info.width, info.height))
-    for factor in _REDUCTIONS:
-        reduced_short, reduced_long = -(-short // factor), -(-long // factor)
-        if (min_side is not None and reduced_short >= min_side) or (max_side is not None and reduced_long >= max_side):
-            return factor
-    return 1
 
 
 def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -84,7 +67,7 @@ def classifier_batch(images: Sequence[ImageLike], size: int,
     """Decode and centre-crop images straight into one [N,size,size,3] uint8 batch."""
     batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, image in enumerate(images):
-        rgb = load_image(image, max_pixels=max_pixels, reduce=jpeg_reduction(image, min_side=size))
+        rgb = load_image(image, max_pixels=max_pixels, short_side=size)
         center_square(rgb, size, out=batch[i])
     return batch
 

@@ -543,7 +543,7 @@ class _Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
-                    self.sums["loss"] += float(loss) * int(ok.sum())
+                    self.sums["loss"] += float(loss.detach()) * int(ok.sum())
                     self.sums["correct"] += int((logits.argmax(1) == target).sum())
                     self.sums["seen"] += int(ok.sum())
                 self.scheduler.step()

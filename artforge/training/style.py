@@ -263,7 +263,7 @@ def train(cfg: StyleConfig) -> Path:
             optimizer.step()
             step += 1
             for key in sums:
-                sums[key] += float(losses[key])
+                sums[key] += losses[key].item()
             count += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == stop:

@@ -54,11 +54,11 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
     styles_dir.mkdir(parents=True, exist_ok=True)
     for name in synthetic.STYLE_IMAGES:
         image = synthetic.paint_style_image(name, size=256 if quick else 512, seed=SEED)
-        cv2.imwrite(str(styles_dir / f"{name}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+        cv2.imwrite(str(styles_dir / f"{name.replace(':', '_')}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
     summary = {
         "styles_dataset": synthetic.render_style_dataset(data / "styles", seed=SEED,
-                                                         crops_per_photo=2 if quick else None),
+                                                         **({"crops_per_photo": 2} if quick else {})),
         "content_images": len(synthetic.content_images(data / "content", seed=SEED, count=16 if quick else 400,
                                                        size=64 if quick else 256)),
         "tiles": len(synthetic.abstract_tiles(data / "tiles", seed=SEED, count=32 if quick else 4000)),

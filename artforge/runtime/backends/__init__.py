@@ -15,6 +15,7 @@ from artforge.runtime.backends.base import Backend, Probe, TensorSpec
 from artforge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
 __all__ = ["Backend", "Probe", "TensorSpec", "OnnxRuntimeBackend", "register_backend", "registered_backends",
+           "registered_artifacts",
            "available_backends", "create_backend", "inspect_backend"]
 
 _REGISTRY: dict[str, type[Backend]] = {}
@@ -31,6 +32,11 @@ register_backend(OnnxRuntimeBackend)
 
 def registered_backends() -> list[str]:
     return list(_REGISTRY)
+
+
+def registered_artifacts() -> list[str]:
+    """File names a version folder may hold (model.onnx, ...), in registration order."""
+    return list(dict.fromkeys(cls.artifact for cls in _REGISTRY.values()))
 
 
 def available_backends() -> dict[str, Probe]:
@@ -82,7 +88,7 @@ def create_backend(path: str | Path, name: str = "auto", threads: int | None = N
         if artifact is not None:
             return cls(artifact, option=None, threads=threads,
                        reason=f"auto picked {backend_name}, the best backend available here")
-    expected = ", ".join(sorted({cls.artifact for cls in _REGISTRY.values()}))
+    expected = " or ".join(registered_artifacts())
     raise NotFoundError(f"{path}: no model artifact that an available backend can load (looked for {expected})")
 
 
@@ -93,5 +99,5 @@ def inspect_backend(path: str | Path) -> Backend:
         artifact = _artifact(cls, path)
         if artifact is not None and cls.probe() is not None:
             return cls.inspect(artifact)
-    expected = ", ".join(sorted({cls.artifact for cls in _REGISTRY.values()}))
+    expected = " or ".join(registered_artifacts())
     raise NotFoundError(f"{path}: no model artifact (looked for {expected})")

@@ -125,6 +125,9 @@ class OnnxRuntimeBackend(Backend):
         self.outputs = tuple(_spec(a) for a in self._session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
         self.metadata_props = dict(self._session.get_modelmeta().custom_metadata_map)
+        # A failing run becomes an exception below; ORT would also log it.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -133,7 +136,7 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = self._session.run(self._output_names, feeds)
+            results = self._session.run(self._output_names, feeds, self._run_options)
         except InvalidArgument as error:
             raise InvalidInputError(f"{self.path}: the model rejected its input "
                                     f"({_first_line(error)})") from None

@@ -1,0 +1,260 @@
+"""Model kinds over a Backend: the artifact contract, checked once at load.
+
+Model.infer is the raw, validated tensor call; Classifier, Generator and
+Stylizer add the image pipeline. Everything the per-call path needs (names,
+specs, sizes, batch limit) is resolved in __init__.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from artforge import contract
+from artforge.contract import ModelMetadata
+from artforge.errors import InvalidInputError, ModelLoadError, ResourceExhaustedError
+from artforge.runtime import pipeline
+from artforge.runtime.backends import Backend, TensorSpec, create_backend
+from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike, load_image
+
+_U8, _F32 = np.dtype(np.uint8), np.dtype(np.float32)
+# Per kind: the dtype and rank of each contract tensor.
+_TENSORS = {
+    contract.CLASSIFIER: {"image": (_U8, 4), "probabilities": (_F32, 2)},
+    contract.GENERATOR: {"latent": (_F32, 2), "image": (_U8, 4)},
+    contract.STYLIZER: {"image": (_U8, 4), "stylized": (_U8, 4)},
+}
+#: most images one generate() call may ask for
+MAX_GENERATE = 4096
+
+
+def read_metadata(backend: Backend, source: str) -> ModelMetadata:
+    props = backend.metadata_props
+    if contract.KEY_KIND not in props:
+        raise ModelLoadError(f"{source}: not an artforge model (its ONNX metadata_props have no "
+                             f"'{contract.KEY_KIND}'); export it with artforge's exporter")
+    return ModelMetadata.from_props(props, source=source)
+
+
+def check_contract(meta: ModelMetadata, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                   source: str) -> None:
+    """Raise ModelLoadError unless the graph's I/O is what the contract promises for meta.kind."""
+    wanted_in, wanted_out = contract.IO_NAMES[meta.kind]
+    have_in = {s.name: s for s in inputs}
+    have_out = {s.name: s for s in outputs}
+    if set(have_in) != set(wanted_in):
+        raise ModelLoadError(f"{source}: a {meta.kind} must have input(s) {', '.join(wanted_in)}; "
+                             f"the graph has {', '.join(have_in) or 'none'}")
+    missing = [name for name in wanted_out if name not in have_out]
+    if missing:
+        raise ModelLoadError(f"{source}: a {meta.kind} must have output(s) {', '.join(wanted_out)}; "
+                             f"the graph has {', '.join(have_out) or 'none'}")
+    specs = {**have_out, **have_in}  # contract names are unique within a kind, so merging loses nothing
+    for name, (dtype, rank) in _TENSORS[meta.kind].items():
+        spec = specs[name]
+        if spec.dtype != dtype or len(spec.shape) != rank:
+            raise ModelLoadError(f"{source}: tensor '{name}' must be {dtype.name} with rank {rank}, "
+                                 f"the graph has {spec.describe()}")
+        if rank == 4 and spec.shape[3] not in (None, 3):
+            raise ModelLoadError(f"{source}: tensor '{name}' must be NHWC RGB (last dim 3), "
+                                 f"the graph has {spec.describe()}")
+
+    def expect(spec: TensorSpec, axes: tuple[int, ...], value: int | None, says: str) -> None:
+        if value is not None and any(spec.shape[a] not in (None, value) for a in axes):
+            raise ModelLoadError(f"{source}: the metadata says {says} but the graph has {spec.describe()}")
+
+    if meta.kind == contract.CLASSIFIER:
+        expect(have_in["image"], (1, 2), meta.input_size, f"{contract.KEY_INPUT_SIZE} {meta.input_size}")
+        expect(have_out["probabilities"], (1,), len(meta.labels), f"{len(meta.labels)} labels")
+    elif meta.kind == contract.GENERATOR:
+        expect(have_in["latent"], (1,), meta.latent_size, f"{contract.KEY_LATENT_SIZE} {meta.latent_size}")
+        expect(have_out["image"], (1, 2), meta.output_size, f"{contract.KEY_OUTPUT_SIZE} {meta.output_size}")
+
+
+class Model:
+    """A loaded model: metadata, backend and a validated raw `infer` call."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, backend: Backend, metadata: ModelMetadata | None = None, name: str | None = None,
+                 version: int | None = None, max_batch_size: int | None = None) -> None:
+        source = str(backend.path)
+        self.backend = backend
+        self.metadata = metadata or read_metadata(backend, source)
+        if self.kind and self.metadata.kind != self.kind:
+            raise ModelLoadError(f"{source} is a {self.metadata.kind}, not a {self.kind}")
+        check_contract(self.metadata, backend.inputs, backend.outputs, source)
+        self.name = name or backend.path.stem
+        self.version = version
+        #: decoded images larger than this are refused (ResourceExhaustedError)
+        self.max_pixels: int | None = DEFAULT_MAX_PIXELS
+        self._input_names = frozenset(s.name for s in backend.inputs)
+        self._input = self.metadata.input_name
+        self._output = self.metadata.output_name
+        batch_dim = next(s for s in backend.inputs if s.name == self._input).shape[0]
+        # A graph exported with a fixed batch must get exactly that many rows;
+        # Triton's max_batch_size caps the rest.
+        self._fixed_batch = batch_dim
+        self._batch_limit = batch_dim or max_batch_size or None
+        self.max_batch_size = max_batch_size
+        self._configure()
+
+    def _configure(self) -> None:
+        """Subclasses resolve their kind's metadata here, once per load."""
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.display_name
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.backend.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.backend.outputs
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} v{self.version} on {self.backend_name}>"
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run raw tensors through the graph after checking names, dtypes and shapes."""
+        if not isinstance(feeds, dict) or set(feeds) != self._input_names:
+            got = ", ".join(map(str, feeds)) if isinstance(feeds, dict) else type(feeds).__name__
+            raise InvalidInputError(f"model {self.name} takes input(s) "
+                                    f"{', '.join(s.describe() for s in self.inputs)}; got {got or 'none'}")
+        checked = {}
+        for spec in self.inputs:
+            array = feeds[spec.name]
+            if not isinstance(array, np.ndarray) or array.dtype != spec.dtype:
+                got = array.dtype.name if isinstance(array, np.ndarray) else type(array).__name__
+                raise InvalidInputError(f"model {self.name}: input '{spec.name}' must be {spec.dtype.name}, got {got}")
+            if array.ndim != len(spec.shape) or any(
+                    d is not None and d != n for d, n in zip(spec.shape, array.shape, strict=True)):
+                raise InvalidInputError(f"model {self.name}: input '{spec.name}' must have shape "
+                                        f"{spec.describe()}, got {list(array.shape)}")
+            if self.max_batch_size and spec.shape and array.shape[0] > self.max_batch_size:
+                # Triton refuses these too; the high-level calls split batches instead.
+                raise InvalidInputError(f"model {self.name}: a batch of {array.shape[0]} is over its "
+                                        f"max_batch_size of {self.max_batch_size} (config.pbtxt)")
+            checked[spec.name] = np.ascontiguousarray(array)
+        return self.backend.run(checked)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """The contract output for a batch the pipeline built (already valid), split to the batch limit."""
+        count = len(batch)
+        batch = np.ascontiguousarray(batch)  # e.g. a caller's array slice; no copy when already contiguous
+        if self._batch_limit is None or (count <= self._batch_limit and self._fixed_batch in (None, count)):
+            return self.backend.run({self._input: batch})[self._output]
+        parts = []
+        for rows in pipeline.chunks(count, self._batch_limit):
+            part = batch[rows]
+            used = len(part)
+            if self._fixed_batch and used < self._fixed_batch:
+                padding = np.zeros((self._fixed_batch - used, *part.shape[1:]), dtype=part.dtype)
+                part = np.concatenate([part, padding])
+            parts.append(self.backend.run({self._input: part})[self._output][:used])
+        return np.concatenate(parts)
+
+
+class Classifier(Model):
+    kind = contract.CLASSIFIER
+
+    def _configure(self) -> None:
+        self.labels = self.metadata.labels
+        self.input_size: int = self.metadata.input_size  # type: ignore[assignment]  # required by the contract
+
+    def probabilities(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """float32 [N, len(labels)] class probabilities for a list of images."""
+        if not len(images):
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        return self._run(pipeline.classifier_batch(images, self.input_size, self.max_pixels))
+
+    def classify_batch(self, images: Sequence[ImageLike], top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """The top_k (label, probability) pairs for each image, most likely first."""
+        pipeline.check_positive(top_k, "top_k")
+        k = min(top_k, len(self.labels))
+        results = []
+        for row in self.probabilities(images):
+            best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
+            best = best[np.argsort(-row[best], kind="stable")]
+            results.append([(self.labels[i], float(row[i])) for i in best])
+        return results
+
+    def classify(self, image: ImageLike, top_k: int = 5) -> list[tuple[str, float]]:
+        """The top_k (label, probability) pairs for one image, most likely first."""
+        return self.classify_batch([image], top_k)[0]
+
+
+class Generator(Model):
+    kind = contract.GENERATOR
+
+    def _configure(self) -> None:
+        self.latent_size: int = self.metadata.latent_size  # type: ignore[assignment]  # required by the contract
+
+    def latents(self, count: int = 1, seed: int | None = None) -> np.ndarray:
+        """float32 [count, latent_size] standard-normal latents; the same seed gives the same latents."""
+        pipeline.check_positive(count, "count")
+        if count > MAX_GENERATE:
+            raise ResourceExhaustedError(f"count is {count}; generate at most {MAX_GENERATE} images per call")
+        return np.random.default_rng(seed).standard_normal((count, self.latent_size), dtype=np.float32)
+
+    def generate(self, count: int = 1, seed: int | None = None) -> list[np.ndarray]:
+        """count RGB uint8 HxWx3 images from seeded latents."""
+        return list(self._run(self.latents(count, seed)))
+
+
+class Stylizer(Model):
+    kind = contract.STYLIZER
+
+    def _configure(self) -> None:
+        self.size_multiple = self.metadata.size_multiple
+
+    def _prepare(self, image: ImageLike, max_side: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+        rgb, alpha = pipeline.split_alpha(load_image(image, max_pixels=self.max_pixels, long_side=max_side))
+        if max_side:
+            rgb = pipeline.fit_max_side(rgb, max_side)
+            alpha = None if alpha is None else pipeline.fit_max_side(alpha, max_side)
+        return rgb, alpha
+
+    def stylize_batch(self, images: Sequence[ImageLike], max_side: int | None = None) -> list[np.ndarray]:
+        """Stylize several images, running same-size ones together as one batch."""
+        pipeline.check_positive(max_side, "max_side")
+        prepared = [self._prepare(image, max_side) for image in images]
+        padded = [pipeline.pad_to_multiple(rgb, self.size_multiple) for rgb, _ in prepared]
+        results: list[np.ndarray | None] = [None] * len(prepared)
+        for indices in pipeline.group_by_shape(padded).values():
+            out = self._run(pipeline.stack([padded[i] for i in indices]))
+            for row, i in zip(out, indices, strict=True):
+                rgb, alpha = prepared[i]
+                height, width = rgb.shape[:2]
+                styled = np.ascontiguousarray(row[:height, :width])
+                results[i] = styled if alpha is None else np.dstack((styled, alpha))
+        return results  # type: ignore[return-value]
+
+    def stylize(self, image: ImageLike, max_side: int | None = None) -> np.ndarray:
+        """The stylized image, RGB uint8 (RGBA when the input has alpha), the size of the
+        input after the optional max_side downscale."""
+        return self.stylize_batch([image], max_side)[0]
+
+
+KINDS: dict[str, type[Model]] = {cls.kind: cls for cls in (Classifier, Generator, Stylizer)}
+
+
+def model_for(backend: Backend, name: str | None = None, version: int | None = None,
+              max_batch_size: int | None = None) -> Model:
+    """The Classifier, Generator or Stylizer that the backend's metadata declares."""
+    metadata = read_metadata(backend, str(backend.path))
+    return KINDS[metadata.kind](backend, metadata, name=name, version=version, max_batch_size=max_batch_size)
+
+
+def load_model(path: str | Path, backend: str = "auto", threads: int | None = None) -> Model:
+    """Load one artifact (a model.onnx file or a version folder) outside any repository."""
+    loaded = create_backend(path, backend, threads)
+    folder = loaded.path.parent
+    if folder.name.isdigit():  # <name>/<version>/model.onnx, as in a repository
+        return model_for(loaded, name=folder.parent.name, version=int(folder.name))
+    return model_for(loaded)
