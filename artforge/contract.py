@@ -34,6 +34,7 @@ KEY_INPUT_SIZE = "artforge.input_size"  # S of the [N,S,S,3] classifier input
 KEY_LATENT_SIZE = "artforge.latent_size"  # Z of the [N,Z] generator input
 KEY_OUTPUT_SIZE = "artforge.output_size"  # side of the generator's square output
 KEY_SIZE_MULTIPLE = "artforge.size_multiple"  # stylizer H and W must be multiples of this
+KEY_MIN_SIZE = "artforge.min_size"  # smallest H and W a stylizer accepts (reflection padding needs it)
 KEY_PROVENANCE = "artforge.provenance"  # JSON: training data, seed, steps, metrics
 KEY_CONTRACT_VERSION = "artforge.contract_version"
 
@@ -49,6 +50,7 @@ class ModelMetadata:
     latent_size: int | None = None
     output_size: int | None = None
     size_multiple: int = 1
+    min_size: int = 1
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
@@ -62,6 +64,7 @@ class ModelMetadata:
                 props[key] = str(value)
         if self.kind == STYLIZER:
             props[KEY_SIZE_MULTIPLE] = str(self.size_multiple)
+            props[KEY_MIN_SIZE] = str(self.min_size)
         return props
 
     @classmethod
@@ -108,6 +111,7 @@ class ModelMetadata:
             latent_size=integer(KEY_LATENT_SIZE, kind == GENERATOR),
             output_size=integer(KEY_OUTPUT_SIZE, False),
             size_multiple=integer(KEY_SIZE_MULTIPLE, False) or 1,
+            min_size=integer(KEY_MIN_SIZE, False) or 1,
             provenance=provenance if isinstance(provenance, dict) else {},
         )
 

@@ -123,13 +123,14 @@ def load_run(run: Path | str) -> LoadedRun:
         metadata = contract.ModelMetadata(kind=kind, latent_size=latent, output_size=int(out.shape[1]),
                                           provenance=provenance)
     else:
-        from artforge.models.style_net import SIZE_MULTIPLE
+        from artforge.models.style_net import MIN_SIZE, SIZE_MULTIPLE
 
         multiple = int(artifact.get("size_multiple") or SIZE_MULTIPLE)
         wrapper = wrap(kind, net, size_multiple=multiple)
         side = -(-_EXAMPLE_SIDE // multiple) * multiple
         example = torch.randint(0, 256, (_EXAMPLE_BATCH, side, side, 3), dtype=torch.uint8)
-        metadata = contract.ModelMetadata(kind=kind, size_multiple=multiple, provenance=provenance)
+        metadata = contract.ModelMetadata(kind=kind, size_multiple=multiple, min_size=max(MIN_SIZE, multiple),
+                                          provenance=provenance)
     return LoadedRun(run=run, wrapper=wrapper.eval(), metadata=metadata, example=example)
 
 

@@ -224,7 +224,7 @@ def model_card(name: str, version: int, metadata: contract.ModelMetadata, inputs
     if metadata.kind == contract.STYLIZER:
         # Two downsampling stages with reflection padding: smaller inputs fail inside the graph.
         lines.append(f"Height and width are free but must be multiples of {metadata.size_multiple} and at least "
-                     f"{2 * metadata.size_multiple} pixels; pad (reflect) before calling and crop after.")
+                     f"{metadata.min_size} pixels; pad (reflect) before calling and crop after.")
     if metadata.kind == contract.GENERATOR:
         lines.append(f"Latents have {metadata.latent_size} values each; outputs are "
                      f"{metadata.output_size}x{metadata.output_size}.")

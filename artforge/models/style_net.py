@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 SIZE_MULTIPLE = 4
+# The 9x9 reflection padding needs more than 4 pixels; rounded up to the multiple.
+MIN_SIZE = 8
 
 
 class ConvLayer(nn.Module):

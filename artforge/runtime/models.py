@@ -212,6 +212,7 @@ class Stylizer(Model):
 
     def _configure(self) -> None:
         self.size_multiple = self.metadata.size_multiple
+        self.min_size = self.metadata.min_size
 
     def _prepare(self, image: ImageLike, max_side: int | None) -> tuple[np.ndarray, np.ndarray | None]:
         rgb, alpha = pipeline.split_alpha(load_image(image, max_pixels=self.max_pixels, long_side=max_side))
@@ -224,7 +225,7 @@ class Stylizer(Model):
         """Stylize several images, running same-size ones together as one batch."""
         pipeline.check_positive(max_side, "max_side")
         prepared = [self._prepare(image, max_side) for image in images]
-        padded = [pipeline.pad_to_multiple(rgb, self.size_multiple) for rgb, _ in prepared]
+        padded = [pipeline.pad_to_multiple(rgb, self.size_multiple, self.min_size) for rgb, _ in prepared]
         results: list[np.ndarray | None] = [None] * len(prepared)
         for indices in pipeline.group_by_shape(padded).values():
             out = self._run(pipeline.stack([padded[i] for i in indices]))

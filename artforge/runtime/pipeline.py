@@ -72,15 +72,19 @@ def classifier_batch(images: Sequence[ImageLike], size: int,
     return batch
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad bottom and right up to a multiple of `multiple` by mirroring the
-    edge (like the ReflectionPad2d style networks use), so the network sees
-    plausible content instead of a black border that bleeds into the result."""
+def pad_to_multiple(image: np.ndarray, multiple: int, min_size: int = 1) -> np.ndarray:
+    """Pad bottom and right up to a multiple of `multiple` (and at least
+    `min_size`) by mirroring the edge (like the ReflectionPad2d style networks
+    use), so the network sees plausible content instead of a black border that
+    bleeds into the result."""
     height, width = image.shape[:2]
-    bottom, right = -height % multiple, -width % multiple
+    bottom = max(min_size - height, 0) + -max(height, min_size) % multiple
+    right = max(min_size - width, 0) + -max(width, min_size) % multiple
     if not bottom and not right:
         return image
-    return cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REFLECT_101)
+    # Mirroring needs a pad smaller than the image; tiny images repeat their edge instead.
+    border = cv2.BORDER_REFLECT_101 if bottom < height and right < width else cv2.BORDER_REPLICATE
+    return cv2.copyMakeBorder(image, 0, bottom, 0, right, border)
 
 
 def stack(images: Sequence[np.ndarray]) -> np.ndarray:

@@ -45,6 +45,10 @@ VGG_CONTENT_LAYER = "relu2_2"
 # shapes survive while colours and texture are free to change.
 EFFNET_STYLE_BLOCKS = (0, 2, 4, 7)
 EFFNET_CONTENT_BLOCK = 2
+# Gram differences shrink by ~50x from block 0 to block 7 (the deep blocks'
+# activations are small), so without these the deep layers, which carry the
+# larger-scale texture, would contribute nothing.
+EFFNET_STYLE_LAYER_WEIGHTS = {0: 1.0, 2: 1.0, 4: 10.0, 7: 50.0}
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class LossNetwork(nn.Module):
 
     name: str = ""
     style_layers: tuple[str, ...] = ()
+    style_layer_weights: tuple[float, ...] = ()  # one per style layer
     content_layer: str = ""
 
     def freeze(self) -> LossNetwork:
@@ -112,6 +117,7 @@ class EfficientNetLossNetwork(LossNetwork):
 
         self.backbone = load_imagenet(weights)
         self.style_layers = tuple(f"block{i}" for i in style_blocks)
+        self.style_layer_weights = tuple(EFFNET_STYLE_LAYER_WEIGHTS.get(i, 1.0) for i in style_blocks)
         self.content_layer = f"block{content_block}"
         self.freeze()
 
@@ -148,6 +154,7 @@ class VGGLossNetwork(LossNetwork):
             raise ValueError(f"unknown VGG variant {arch!r}; expected one of {', '.join(VGG_CFGS)}")
         self.name = arch
         self.style_layers = tuple(style_layers)
+        self.style_layer_weights = (1.0,) * len(style_layers)
         self.content_layer = content_layer
         names = _vgg_layer_names(VGG_CFGS[arch])
         unknown = [n for n in (*style_layers, content_layer) if n not in names]
@@ -253,9 +260,10 @@ class PerceptualLoss(nn.Module):
         feats = self.network.extract(stylized_0_255, self.layers)
         content = F.mse_loss(feats[self.network.content_layer], content_target)
         style = stylized_0_255.new_zeros(())
-        for name, target in zip(self.network.style_layers, self.style_grams, strict=True):
+        for name, layer_weight, target in zip(self.network.style_layers, self.network.style_layer_weights,
+                                              self.style_grams, strict=True):
             gram = gram_matrix(feats[name])
-            style = style + F.mse_loss(gram, target.expand_as(gram))
+            style = style + layer_weight * F.mse_loss(gram, target.expand_as(gram))
         tv = total_variation(stylized_0_255)
         total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
         return {"total": total, "content": content, "style": style, "tv": tv}
