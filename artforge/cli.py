@@ -170,7 +170,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from artforge.training.zoo import build_zoo
-    build_zoo(out=args.out, work=args.work, quick=args.quick, only=args.only)
+    build_zoo(out=args.out, work=args.work, quick=args.quick, only=args.only, sheet=args.sheet)
     return 0
 
 
@@ -242,8 +242,10 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("zoo", help="rebuild the shipped default model zoo (trains every model; slow)")
     zoo_sub = p.add_subparsers(dest="zoo_command", required=True)
     b = zoo_sub.add_parser("build", help="make the data, train, export and document every zoo model")
-    b.add_argument("--out", type=Path, default=DEFAULT_ZOO, help="zoo folder to write (default: zoo/)")
-    b.add_argument("--work", type=Path, default=PROJECT_ROOT / ".zoo-work", help="datasets and training runs")
+    b.add_argument("--out", type=Path, default=Path("zoo"), help="zoo folder to write (default: zoo/)")
+    b.add_argument("--work", type=Path, default=Path(".zoo-work"), help="datasets and training runs")
+    b.add_argument("--sheet", type=Path, default=Path("docs/contact_sheet.png"),
+                   help="contact sheet PNG of the samples in every style")
     b.add_argument("--quick", action="store_true", help="tiny settings, for testing the build itself")
     b.add_argument("--only", default=None, help="comma-separated subset of zoo models to (re)build")
     b.set_defaults(func=_cmd_zoo)
