@@ -21,13 +21,23 @@ from artforge.training.classifier import (
     add_arguments,
     config_from_args,
     eval_transform,
-    forward,
+    staged_forward,
     train,
     train_transform,
 )
 from artforge.training.common import STATE, load_artifact
 
 CLASSES = ("checks", "red", "stripes")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These tensors are tiny: a second intra-op thread buys nothing, and on shared cores each op's
+    # thread barrier can wait milliseconds for a descheduled peer.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _pattern(kind: int, rng: np.random.Generator, h: int = 72, w: int = 90) -> np.ndarray:
@@ -192,7 +202,7 @@ def test_staged_forward_equals_model_and_augmentations_are_seeded() -> None:
     with torch.no_grad():
         want = model(x)
         for frozen in (0, 5, 18):
-            torch.testing.assert_close(forward(model, x, frozen), want)
+            torch.testing.assert_close(staged_forward(model, x, frozen), want)
 
     image = cv2.cvtColor(_pattern(0, np.random.default_rng(1)), cv2.COLOR_BGR2RGB)
     a = train_transform(image, 48, np.random.default_rng(7))

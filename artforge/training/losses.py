@@ -45,10 +45,6 @@ VGG_CONTENT_LAYER = "relu2_2"
 # shapes survive while colours and texture are free to change.
 EFFNET_STYLE_BLOCKS = (0, 2, 4, 7)
 EFFNET_CONTENT_BLOCK = 2
-# Gram differences shrink by ~50x from block 0 to block 7 (the deep blocks'
-# activations are small), so without these the deep layers, which carry the
-# larger-scale texture, would contribute nothing.
-EFFNET_STYLE_LAYER_WEIGHTS = {0: 1.0, 2: 1.0, 4: 10.0, 7: 50.0}
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,6 @@ class LossNetwork(nn.Module):
 
     name: str = ""
     style_layers: tuple[str, ...] = ()
-    style_layer_weights: tuple[float, ...] = ()  # one per style layer
     content_layer: str = ""
 
     def freeze(self) -> LossNetwork:
@@ -117,7 +112,6 @@ class EfficientNetLossNetwork(LossNetwork):
 
         self.backbone = load_imagenet(weights)
         self.style_layers = tuple(f"block{i}" for i in style_blocks)
-        self.style_layer_weights = tuple(EFFNET_STYLE_LAYER_WEIGHTS.get(i, 1.0) for i in style_blocks)
         self.content_layer = f"block{content_block}"
         self.freeze()
 
@@ -154,7 +148,6 @@ class VGGLossNetwork(LossNetwork):
             raise ValueError(f"unknown VGG variant {arch!r}; expected one of {', '.join(VGG_CFGS)}")
         self.name = arch
         self.style_layers = tuple(style_layers)
-        self.style_layer_weights = (1.0,) * len(style_layers)
         self.content_layer = content_layer
         names = _vgg_layer_names(VGG_CFGS[arch])
         unknown = [n for n in (*style_layers, content_layer) if n not in names]
@@ -228,8 +221,21 @@ def build_loss_network(name: str, weights: str | Path | None = None) -> LossNetw
     raise ValueError(f"unknown loss network {name!r}; expected one of {', '.join(LOSS_NETWORKS)}")
 
 
+def _energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean square of a target, the scale its loss is measured against."""
+    return x.detach().square().mean().clamp_min(1e-8)
+
+
 class PerceptualLoss(nn.Module):
     """Content + style + total-variation loss against one fixed style image.
+
+    Each term is a relative error: a layer's squared Gram difference is divided
+    by the mean square of the style image's Gram at that layer, and the content
+    difference by the mean square of the content features. Raw magnitudes
+    differ ~50x between shallow and deep layers, between loss networks and
+    between style images (a pale, low-contrast style has small Grams), so
+    without this one set of weights could not serve them all and the deep
+    layers, which carry the larger-scale texture, would contribute nothing.
 
     The style image's Gram matrices are computed once here; a training step
     then needs one loss-network pass over the stylized batch (all layers at
@@ -247,6 +253,7 @@ class PerceptualLoss(nn.Module):
         # Buffers, so that .to(device) moves them with the module.
         for i, name in enumerate(network.style_layers):
             self.register_buffer(f"style_gram{i}", gram_matrix(feats[name]), persistent=False)
+        self.style_scales = [float(_energy(g)) for g in self.style_grams]
 
     @property
     def style_grams(self) -> list[torch.Tensor]:
@@ -258,12 +265,11 @@ class PerceptualLoss(nn.Module):
 
     def forward(self, stylized_0_255: torch.Tensor, content_target: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.network.extract(stylized_0_255, self.layers)
-        content = F.mse_loss(feats[self.network.content_layer], content_target)
+        content = F.mse_loss(feats[self.network.content_layer], content_target) / _energy(content_target)
         style = stylized_0_255.new_zeros(())
-        for name, layer_weight, target in zip(self.network.style_layers, self.network.style_layer_weights,
-                                              self.style_grams, strict=True):
+        for name, target, scale in zip(self.network.style_layers, self.style_grams, self.style_scales, strict=True):
             gram = gram_matrix(feats[name])
-            style = style + layer_weight * F.mse_loss(gram, target.expand_as(gram))
+            style = style + F.mse_loss(gram, target.expand_as(gram)) / scale
         tv = total_variation(stylized_0_255)
         total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
         return {"total": total, "content": content, "style": style, "tv": tv}

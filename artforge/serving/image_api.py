@@ -1,0 +1,263 @@
+"""`artforge.v1.ImageService`: encoded images in, labels or encoded images out.
+
+The pixel work (decode, resize/crop/pad, encode) runs in the server's
+worker threads: OpenCV releases the GIL, so it spreads over the cores while
+the event loop keeps accepting requests. Each request's tensor then goes
+through the model's batcher like a KServe request, so Classify calls and
+same-size Stylize calls from different clients share graph runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from artforge import contract
+from artforge.errors import InvalidInputError, ResourceExhaustedError
+from artforge.proto.artforge.v1 import image_service_pb2 as api
+from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
+from artforge.runtime import pipeline
+from artforge.runtime.imageio import decode_image, encode_image, probe_image
+from artforge.serving.calls import Calls, deadline_of, ordered_stream
+from artforge.serving.model_manager import ModelManager, ServingModel
+from artforge.serving.options import ServerOptions
+from artforge.serving.status import WrongKindError
+from artforge.serving.tensors import datatype_of
+
+T = TypeVar("T")
+DEFAULT_TOP_K = 5
+DEFAULT_QUALITY = 90  # the proto's documented default for jpeg / webp
+_FORMATS = ("png", "jpeg", "webp")
+
+
+@dataclass
+class _Prepared:
+    """A stylizer input ready for the graph, and what is needed to undo the padding."""
+
+    batch: np.ndarray  # [1, H', W', 3], padded
+    height: int
+    width: int
+    alpha: np.ndarray | None
+    input_format: str | None
+
+
+def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
+    """Validated (format, encoder quality); format "" stays "" (the caller picks a default)."""
+    fmt = fmt.lower().lstrip(".")
+    if fmt == "jpg":
+        fmt = "jpeg"
+    if fmt and fmt not in _FORMATS:
+        raise InvalidInputError(f"format {fmt!r} is not supported; use png, jpeg or webp (or leave it empty)")
+    if not 0 <= quality <= 100:
+        raise InvalidInputError(f"quality must be from 1 to 100 (0 = {DEFAULT_QUALITY}), got {quality}")
+    return fmt, quality or DEFAULT_QUALITY
+
+
+def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
+    return encode_image(image, fmt, None if fmt == "png" else quality)
+
+
+async def _gather(awaitables: list[Awaitable[T]]) -> list[T]:
+    """All results in order; on the first failure the rest are cancelled (freeing their queue places)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+def _tensor_info(spec) -> api.TensorInfo:
+    return api.TensorInfo(name=spec.name, datatype=datatype_of(spec.dtype),
+                          shape=[-1 if d is None else d for d in spec.shape])
+
+
+class ImageServicer(api_grpc.ImageServiceServicer):
+    def __init__(self, manager: ModelManager, calls: Calls, executor: Executor, options: ServerOptions) -> None:
+        self._manager = manager
+        self._calls = calls
+        self._executor = executor
+        self._options = options
+
+    async def _run(self, fn: Callable, *args: object) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _kind(self, served: ServingModel, kind: str, rpc: str) -> None:
+        if served.kind != kind:
+            others = [e.name for e in self._manager.entries() if e.served is not None and e.served.kind == kind]
+            raise WrongKindError(f"model {served.name} is a {served.kind}; {rpc} needs a {kind} "
+                                 f"({kind}s here: {', '.join(others) or 'none'})")
+
+    async def _infer(self, served: ServingModel, batch: np.ndarray, deadline: float | None) -> np.ndarray:
+        meta = served.model.metadata
+        outputs = await served.infer({meta.input_name: batch}, deadline)
+        return outputs[meta.output_name]
+
+    # -- Classify ---------------------------------------------------------------------
+
+    async def Classify(self, request: api.ClassifyRequest, context: grpc.aio.ServicerContext):
+        return await self._calls.unary("Classify", request.model, context, lambda: self._classify(request, context))
+
+    def _classifier_input(self, data: bytes, size: int) -> np.ndarray:
+        rgb = decode_image(data, max_pixels=self._options.max_image_pixels, short_side=size,
+                           source="ClassifyRequest.image")
+        batch = np.empty((1, size, size, 3), dtype=np.uint8)
+        pipeline.center_square(rgb, size, out=batch[0])
+        return batch
+
+    async def _classify(self, request: api.ClassifyRequest, context: grpc.aio.ServicerContext) -> api.ClassifyResponse:
+        if request.top_k < 0:
+            raise InvalidInputError(f"top_k must be positive (0 = {DEFAULT_TOP_K}), got {request.top_k}")
+        with self._manager.use(request.model) as served:
+            self._kind(served, contract.CLASSIFIER, "Classify")
+            deadline = deadline_of(context)
+            served.batcher.check_room()
+            started = time.perf_counter_ns()
+            batch = await self._run(self._classifier_input, request.image, served.model.input_size)
+            served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
+            probabilities = (await self._infer(served, batch, deadline))[0]
+            labels = served.model.labels
+            k = min(request.top_k or DEFAULT_TOP_K, len(labels))
+            best = np.argsort(-probabilities, kind="stable")[:k]
+            return api.ClassifyResponse(
+                model=served.name, model_version=str(served.version),
+                labels=[api.Label(label=labels[i], score=float(probabilities[i]), index=int(i)) for i in best])
+
+    # -- Generate ---------------------------------------------------------------------
+
+    async def Generate(self, request: api.GenerateRequest, context: grpc.aio.ServicerContext):
+        return await self._calls.unary("Generate", request.model, context, lambda: self._generate(request, context))
+
+    async def _generate(self, request: api.GenerateRequest, context: grpc.aio.ServicerContext) -> api.GenerateResponse:
+        count = request.count or 1
+        if count < 0:
+            raise InvalidInputError(f"count must be positive (0 = 1), got {request.count}")
+        if count > self._options.max_request_batch:
+            raise ResourceExhaustedError(f"count is {count}; this server generates at most "
+                                         f"{self._options.max_request_batch} images per request")
+        if request.HasField("seed") and request.seed < 0:
+            raise InvalidInputError(f"seed must not be negative, got {request.seed}")
+        fmt, quality = _output_format(request.format, request.quality)
+        fmt = fmt or "png"
+        seed = request.seed if request.HasField("seed") else secrets.randbits(63)
+        with self._manager.use(request.model) as served:
+            self._kind(served, contract.GENERATOR, "Generate")
+            deadline = deadline_of(context)
+            served.batcher.check_room()
+            # The same draw as runtime Generator.latents, so a seed gives the SDK's images.
+            latents = np.random.default_rng(seed).standard_normal((count, served.model.latent_size), dtype=np.float32)
+            step = served.settings.max_batch_size
+            parts = await _gather([self._infer(served, latents[i:i + step], deadline)
+                                   for i in range(0, count, step)])
+            images = np.concatenate(parts)
+            started = time.perf_counter_ns()
+            encoded = await _gather([self._run(_encode, image, fmt, quality) for image in images])
+            served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)
+            return api.GenerateResponse(model=served.name, model_version=str(served.version), images=encoded,
+                                        format=fmt, seed=seed)
+
+    # -- Stylize ----------------------------------------------------------------------
+
+    async def Stylize(self, request: api.StylizeRequest, context: grpc.aio.ServicerContext):
+        return await self._calls.unary("Stylize", request.model, context, lambda: self._stylize(request, context))
+
+    async def StylizeStream(self, request_iterator: AsyncIterator[api.StylizeRequest],
+                            context: grpc.aio.ServicerContext):
+        async def handle(request: api.StylizeRequest, index: int) -> api.StylizeResponse:
+            request_id = request.request_id or str(index)
+            result, code, message = await self._calls.call("StylizeStream", request.model,
+                                                           lambda: self._stylize(request, context))
+            if result is None:
+                return api.StylizeResponse(model=request.model, request_id=request_id,
+                                           error=api.Status(code=code.value[0], message=message))
+            result.request_id = request_id
+            return result
+
+        async for response in ordered_stream(request_iterator, handle):
+            yield response
+
+    def _stylizer_input(self, data: bytes, served: ServingModel, max_side: int | None) -> _Prepared:
+        model = served.model
+        info = probe_image(data)
+        image = decode_image(data, max_pixels=self._options.max_image_pixels, long_side=max_side,
+                             source="StylizeRequest.image")
+        rgb, alpha = pipeline.split_alpha(image)
+        if max_side:
+            rgb = pipeline.fit_max_side(rgb, max_side)
+            alpha = None if alpha is None else pipeline.fit_max_side(alpha, max_side)
+        padded = pipeline.pad_to_multiple(rgb, model.size_multiple, model.min_size)
+        return _Prepared(padded[np.newaxis], rgb.shape[0], rgb.shape[1], alpha, info.format if info else None)
+
+    @staticmethod
+    def _stylizer_output(row: np.ndarray, prepared: _Prepared, fmt: str, quality: int) -> bytes:
+        styled = np.ascontiguousarray(row[:prepared.height, :prepared.width])
+        if prepared.alpha is not None:
+            styled = np.dstack((styled, prepared.alpha))
+        return _encode(styled, fmt, quality)
+
+    async def _stylize(self, request: api.StylizeRequest, context: grpc.aio.ServicerContext) -> api.StylizeResponse:
+        if request.max_side < 0:
+            raise InvalidInputError(f"max_side must be positive (0 = no downscale), got {request.max_side}")
+        fmt, quality = _output_format(request.format, request.quality)
+        with self._manager.use(request.model) as served:
+            self._kind(served, contract.STYLIZER, "Stylize")
+            deadline = deadline_of(context)
+            served.batcher.check_room()
+            started = time.perf_counter_ns()
+            prepared = await self._run(self._stylizer_input, request.image, served, request.max_side or None)
+            served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
+            row = (await self._infer(served, prepared.batch, deadline))[0]
+            fmt = fmt or (prepared.input_format if prepared.input_format in _FORMATS else "png")
+            started = time.perf_counter_ns()
+            encoded = await self._run(self._stylizer_output, row, prepared, fmt, quality)
+            served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)
+            return api.StylizeResponse(model=served.name, model_version=str(served.version), image=encoded,
+                                       format=fmt, width=prepared.width, height=prepared.height,
+                                       request_id=request.request_id)
+
+    # -- ListModels -------------------------------------------------------------------
+
+    def _disk_versions(self) -> dict[str, list[int]]:
+        """In a worker thread: the versions on disk of every model folder."""
+        repo = self._manager.repo
+        found = {}
+        for name in repo.names():
+            try:
+                found[name] = repo.versions(name)
+            except Exception:  # deleted while listing
+                continue
+        return found
+
+    async def ListModels(self, request: api.ListModelsRequest, context: grpc.aio.ServicerContext):
+        async def work() -> api.ListModelsResponse:
+            disk = await self._run(self._disk_versions)
+            entries = {e.name: e for e in self._manager.entries()}
+            models = []
+            for name in sorted(set(disk) | set(entries)):
+                entry = entries.get(name)
+                info = api.ModelInfo(name=name, versions=[str(v) for v in disk.get(name, [])])
+                if entry is None:
+                    info.reason = ("added to the repository after the server started; load it with "
+                                   "RepositoryModelLoad or send the server SIGHUP")
+                elif entry.served is None:
+                    info.kind = entry.kind
+                    info.reason = entry.reason or "not loaded"
+                else:
+                    model = entry.served.model
+                    info.kind, info.ready, info.backend = model.kind, True, model.backend_name
+                    info.inputs.extend(_tensor_info(s) for s in model.inputs)
+                    info.outputs.extend(_tensor_info(s) for s in model.outputs)
+                    info.labels.extend(getattr(model, "labels", ()))
+                models.append(info)
+            return api.ListModelsResponse(models=models)
+        return await self._calls.unary("ListModels", "", context, work, per_model=False)
+

@@ -1,0 +1,64 @@
+"""Everything `artforge serve` can be told, as one plain dataclass.
+
+The CLI (cli_args.py), tests and embedding apps all build a ServerOptions;
+nothing below server.py reads argparse. Per-model scheduling fields are
+None when not given so that config.pbtxt can supply them (settings.py):
+a flag the user typed beats the file, the file beats the built-in default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from artforge.runtime.imageio import DEFAULT_MAX_PIXELS
+
+#: largest gRPC message either way by default; a 4K PNG is ~25 MB
+DEFAULT_MAX_MESSAGE_MB = 64
+#: most images one Generate call may ask for (it is split into model-sized batches)
+DEFAULT_MAX_REQUEST_BATCH = 64
+#: requests waiting per model before new ones get RESOURCE_EXHAUSTED
+DEFAULT_QUEUE_SIZE = 128
+#: seconds in-flight requests get to finish after SIGTERM
+DEFAULT_GRACE_S = 10.0
+
+
+@dataclass
+class ServerOptions:
+    repo: Path
+    host: str = "0.0.0.0"
+    #: gRPC port; 0 picks a free one (the bound port is logged and returned by Server.start)
+    port: int = 8001
+    #: Prometheus HTTP port; None disables the endpoint, 0 picks a free one
+    metrics_port: int | None = 8002
+    backend: str = "auto"
+    #: ONNX Runtime intra-op threads per model; None lets the backend decide
+    threads: int | None = None
+    #: threads decoding/encoding images and converting tensors; None = one per CPU
+    workers: int | None = None
+
+    # Per-model scheduling; None = from config.pbtxt, else the built-in default.
+    max_batch_size: int | None = None
+    max_queue_delay_ms: float | None = None
+    preferred_batch_sizes: tuple[int, ...] | None = None
+    instances: int | None = None
+    queue_size: int | None = None
+
+    # Limits
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_message_mb: float = DEFAULT_MAX_MESSAGE_MB
+    max_request_batch: int = DEFAULT_MAX_REQUEST_BATCH
+    #: RPCs (a stream counts once) served at the same time before gRPC answers
+    #: RESOURCE_EXHAUSTED; None = no limit beyond the per-model queues
+    max_concurrent_rpcs: int | None = None
+
+    # Security
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = None
+
+    grace_s: float = DEFAULT_GRACE_S
+
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)

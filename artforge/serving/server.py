@@ -1,0 +1,321 @@
+"""The artforge gRPC server: KServe v2 + artforge.v1.ImageService on one port.
+
+    python -m artforge.serving.server --repo zoo/repository --port 8001 --metrics-port 8002
+
+Threading model, and why: the server is a `grpc.aio` (asyncio) server. One
+event loop thread accepts RPCs, parses small messages and schedules work;
+everything that takes CPU time runs in threads that release the GIL:
+
+- a shared worker pool (one thread per core) for image decode/encode with
+  OpenCV and for converting KServe tensors to and from numpy;
+- per model, `instances` threads calling the backend (ONNX Runtime), fed by
+  that model's dynamic batcher (batcher.py).
+
+Compared with grpc's thread-per-RPC server, the aio server holds thousands
+of waiting RPCs (queued for a batch, streaming) without a thread each, and
+the batcher, deadlines, cancellation and bounded queues are plain asyncio.
+Because the heavy work releases the GIL, the process still uses every core.
+
+Also on the port: grpc.health.v1 (overall "" and one entry per model) and
+server reflection. Prometheus metrics are served over HTTP on their own
+port. SIGTERM / SIGINT drain gracefully (health goes NOT_SERVING, no new
+RPCs, in-flight ones get `grace_s` to finish, exit 0); SIGHUP reloads every
+model from the repository.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from artforge.errors import ArtforgeError, InvalidInputError
+from artforge.proto.artforge.v1 import image_service_pb2, image_service_pb2_grpc
+from artforge.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc, model_config_pb2
+from artforge.runtime.repository import Repository
+from artforge.serving.auth import BearerTokenInterceptor
+from artforge.serving.calls import Calls
+from artforge.serving.image_api import ImageServicer
+from artforge.serving.kserve import KServeServicer
+from artforge.serving.metrics import Metrics
+from artforge.serving.model_manager import ModelManager
+from artforge.serving.options import ServerOptions
+
+log = logging.getLogger("artforge.serving")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+_FILES = (model_config_pb2, grpc_service_pb2, image_service_pb2, health_pb2, reflection_pb2)
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """A pool holding every service this server offers, for the reflection service.
+
+    artforge's stubs live in the private artforge.proto.POOL (tritonclient
+    owns the `inference.*` names in the default pool) and health/reflection
+    live in the default pool; reflection looks up one pool, so this one gets
+    the same file descriptors of both, dependencies first.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    for module in _FILES:
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise InvalidInputError(f"{what} {path} cannot be read ({error.strerror})") from None
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class AsyncServer:
+    """The server on the current event loop: `await start()`, then `await stop(grace)`."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.metrics = Metrics()
+        self._draining = False
+        self._server: grpc.aio.Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.manager: ModelManager | None = None
+        self.health = health_aio.HealthServicer()
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        cert, key = self.options.tls_cert, self.options.tls_key
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise InvalidInputError("TLS needs both --tls-cert and --tls-key (PEM files)")
+        return grpc.ssl_server_credentials([(_read(key, "TLS key"), _read(cert, "TLS certificate"))])
+
+    async def _health_changed(self, name: str, ready: bool | None) -> None:
+        status = SERVICE_UNKNOWN if ready is None else SERVING if ready and not self._draining else NOT_SERVING
+        await self.health.set(name, status)
+        overall = not self._draining and self.manager is not None and self.manager.any_ready()
+        await self.health.set("", SERVING if overall else NOT_SERVING)
+
+    async def start(self) -> int:
+        """Load the models, bind, serve; returns the bound gRPC port."""
+        options = self.options
+        repo = Repository(options.repo)
+        credentials = self._credentials()
+        interceptors = [BearerTokenInterceptor(options.token)] if options.token else []
+        await self.health.set("", NOT_SERVING)
+        self._executor = ThreadPoolExecutor(options.workers or os.cpu_count() or 2,
+                                            thread_name_prefix="artforge-worker")
+        self.manager = ModelManager(repo, options, self.metrics, self._executor, on_change=self._health_changed)
+        await self.manager.load_all()
+
+        limit = options.max_message_bytes
+        channel_options = [
+            ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        ]
+        server = grpc.aio.server(interceptors=interceptors, options=channel_options,
+                                 maximum_concurrent_rpcs=options.max_concurrent_rpcs)
+        calls = Calls(self.manager, self.metrics)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            KServeServicer(self.manager, calls, self._executor, options, lambda: self._draining), server)
+        image_service_pb2_grpc.add_ImageServiceServicer_to_server(
+            ImageServicer(self.manager, calls, self._executor, options), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        services = [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+                    image_service_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(services, server, pool=reflection_pool())
+
+        address = _address(options.host, options.port)
+        try:
+            port = (server.add_secure_port(address, credentials) if credentials
+                    else server.add_insecure_port(address))
+        except RuntimeError as error:
+            raise OSError(f"cannot listen on {address} ({error})") from None
+        await server.start()
+        self._server, self.port = server, port
+        await self.health.set("", SERVING if self.manager.any_ready() else NOT_SERVING)
+        if options.metrics_port is not None:
+            self.metrics_port = self.metrics.start_http(options.host, options.metrics_port)
+        self._log_started()
+        return port
+
+    def _log_started(self) -> None:
+        assert self.manager is not None
+        models = []
+        for entry in self.manager.entries():
+            if entry.served is not None:
+                models.append(f"{entry.name} v{entry.served.version} ({entry.served.model.backend_name})")
+            else:
+                models.append(f"{entry.name} (NOT READY: {entry.reason})")
+        metrics = f"{_address(self.options.host, self.metrics_port)}" if self.metrics_port is not None else "off"
+        log.info("artforge serving %d model(s): %s | grpc %s%s | metrics %s", len(models),
+                 "; ".join(models) or "none", _address(self.options.host, self.port or 0),
+                 " (TLS)" if self.options.tls_cert else "", metrics)
+
+    async def reload(self) -> None:
+        """Reload every model (SIGHUP)."""
+        assert self.manager is not None
+        log.info("reloading every model from %s", self.manager.repo.path)
+        await self.manager.reload_all()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new RPCs, give in-flight ones `grace` seconds (None: cancel them), release everything."""
+        self._draining = True
+        await self.health.enter_graceful_shutdown()
+        if self.manager is not None:
+            self.manager.hurry()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self.manager is not None:
+            await self.manager.close()
+        self.metrics.stop_http()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Server:
+    """An AsyncServer on its own event-loop thread, for tests and apps that are not asyncio.
+
+        server = Server(ServerOptions(repo=path, host="127.0.0.1", port=0, metrics_port=None))
+        port = server.start()
+        ...
+        server.stop(grace=1)
+    """
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self._core = AsyncServer(options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self._core.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._core.metrics_port
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._core.metrics
+
+    def start(self, timeout: float = 60) -> int:
+        """Start serving in a background thread; returns the bound gRPC port (raises why it cannot start)."""
+        started: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                port = loop.run_until_complete(self._core.start())
+            except BaseException as error:  # handed to the caller of start()
+                loop.run_until_complete(self._core.stop(None))
+                loop.close()
+                started.set_exception(error)
+                return
+            started.set_result(port)
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="artforge-server", daemon=True)
+        self._thread.start()
+        return started.result(timeout)
+
+    def _call(self, coroutine: Coroutine, timeout: float | None = None) -> object:
+        assert self._loop is not None, "the server is not running"
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def reload(self) -> None:
+        """Reload every model, as SIGHUP does."""
+        self._call(self._core.reload())
+
+    def stop(self, grace: float | None = None) -> None:
+        if self._loop is None or self._thread is None or not self._thread.is_alive():
+            return
+        self._call(self._core.stop(grace))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop(grace=0)
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            stream=sys.stderr)
+
+
+async def _serve(options: ServerOptions) -> int:
+    server = AsyncServer(options)
+    try:
+        await server.start()
+    except (ArtforgeError, OSError) as error:
+        log.error("cannot start: %s", error)
+        await server.stop(None)
+        return 1
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if hasattr(signal, "SIGHUP"):
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    log.info("shutting down: no new requests; in-flight ones get %.1f s to finish", options.grace_s)
+    await server.stop(options.grace_s)
+    log.info("stopped")
+    return 0
+
+
+def serve(options: ServerOptions) -> int:
+    """Run the server until SIGTERM or SIGINT; returns the process exit status (0 after a clean drain)."""
+    _configure_logging()
+    return asyncio.run(_serve(options))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from artforge.serving.cli_args import add_arguments, run_from_args
+
+    parser = argparse.ArgumentParser(prog="python -m artforge.serving.server", description=__doc__.splitlines()[0])
+    add_arguments(parser, require_repo=True)
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
