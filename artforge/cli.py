@@ -168,6 +168,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from artforge.serving.cli_args import run_from_args
+    args.repo = args.repo or default_repo()
+    return run_from_args(args)
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from artforge.training.zoo import build_zoo
     build_zoo(out=args.out, work=args.work, quick=args.quick, only=args.only, sheet=args.sheet)
@@ -233,6 +239,12 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--server", help="HOST:PORT of an artforge server instead of running locally")
     p.set_defaults(func=_cmd_stylize)
+
+    p = sub.add_parser("serve", help="serve a repository over gRPC (KServe v2 + artforge.v1 image API)")
+    _add_repo(p)
+    from artforge.serving.cli_args import add_arguments as add_serve_arguments
+    add_serve_arguments(p, include_repo=False)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="run every shipped zoo model on the bundled sample photos")
     _add_repo(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -180,16 +181,22 @@ def test_start_failure_exits_nonzero(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ graceful shutdown
 
 
-def _wait_for_port(process: subprocess.Popen, lines: list[str]) -> int:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break
+def _wait_for_ports(process: subprocess.Popen, lines: list[str]) -> tuple[int, int]:
+    """(gRPC port, metrics port) from the server's start line."""
+    while line := process.stderr.readline():
         lines.append(line)
         if "artforge serving" in line:
-            return int(line.split("| grpc ")[1].split()[0].rsplit(":", 1)[1])
+            grpc_port, metrics_port = re.search(r"\| grpc \S+:(\d+) \| metrics \S+:(\d+)", line).groups()
+            return int(grpc_port), int(metrics_port)
     raise AssertionError("the server did not start:\n" + "".join(lines))
+
+
+def _metric(port: int, sample: str) -> str | None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return line.split()[-1]
+    return None
 
 
 def _wait_until_ready(ch: grpc.Channel, model: str, seconds: float = 20) -> None:
@@ -207,11 +214,11 @@ def test_sighup_reloads_then_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "artforge.serving.server", "--repo", str(repo), "--host", "127.0.0.1", "--port", "0",
-         "--no-metrics", "--threads", "1", "--workers", "1", "--grace", "20"],
+         "--metrics-port", "0", "--threads", "1", "--workers", "1", "--grace", "20"],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     try:
-        port = _wait_for_port(process, lines)
+        port, metrics_port = _wait_for_ports(process, lines)
         reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
         reader.start()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -221,7 +228,10 @@ def test_sighup_reloads_then_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
             process.send_signal(signal.SIGHUP)
             _wait_until_ready(ch, "late")
             future = stub.Classify.future(api.ClassifyRequest(model="slow", image=RED_PNG), timeout=20)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 20
+            while _metric(metrics_port, 'artforge_queue_depth{model="slow"}') != "1.0":  # in flight
+                assert time.monotonic() < deadline and not future.done()
+                time.sleep(0.02)
             process.send_signal(signal.SIGTERM)
             assert future.result().labels[0].label == "red"
         assert process.wait(timeout=30) == 0

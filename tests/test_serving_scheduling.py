@@ -25,14 +25,17 @@ RED = np.zeros((1, 8, 8, 3), np.uint8)
 RED[..., 0] = 255
 
 CONFIGS = {
-    # Waits up to 0.5 s for a batch of 8.
-    "batched": "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 500000 }\n",
+    # Waits up to 2 s for a batch of 8.
+    "batched": "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 2000000 }\n",
     # Would wait 20 s, but 2 rows make a preferred batch and go at once.
     "preferred": "max_batch_size: 8\ndynamic_batching { preferred_batch_size: [2] "
                  "max_queue_delay_microseconds: 20000000 }\n",
     # Holds requests for 1 s in a queue of 2.
     "narrow": "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 1000000 "
               "default_queue_policy { max_queue_size: 2 } }\ninstance_group [{ count: 2 }]\n",
+    # Like narrow, for the cancellation test alone.
+    "lonely": "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 1000000 "
+              "default_queue_policy { max_queue_size: 2 } }\n",
     "swapped": "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 500000 }\n",
     "badconfig": "max_batch_size: [oops\n",
 }
@@ -45,7 +48,7 @@ def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         add_model(root, name, classifier_model(), config=config)
     add_model(root, "fixed4", classifier_model(batch=4))
     add_model(root, "styles", stylizer_model(),
-              config="max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 500000 }\n")
+              config="max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 1000000 }\n")
     return root
 
 
@@ -85,9 +88,9 @@ def test_concurrent_requests_share_batches(server, ch) -> None:
     assert stats.inference_count == 8
     sizes = {b.batch_size for b in stats.batch_stats}
     assert max(sizes) > 1 and stats.execution_count < 8, sizes
-    # Filling max_batch_size sends the batch without waiting out the 0.5 s delay.
+    # Filling max_batch_size sends the batch without waiting out the 2 s delay.
     if sizes == {8}:
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.5
     registry = server.metrics.registry
     count = registry.get_sample_value("artforge_batch_size_count", {"model": "batched"})
     assert count == stats.execution_count
@@ -131,11 +134,10 @@ def test_full_queue_is_refused_at_once(server, ch) -> None:
     stub = kserve_stub(ch)
     waiting = [stub.ModelInfer.future(infer_request("narrow"), timeout=10) for _ in range(2)]
     time.sleep(0.2)  # both are queued, waiting out the 1 s delay
-    started = time.monotonic()
     error = rpc_error(stub.ModelInfer, infer_request("narrow"), timeout=10)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "model narrow has 2 requests waiting" in error.details()
-    assert time.monotonic() - started < 0.5
+    assert not any(future.done() for future in waiting)  # refused at once, not after the queue moved
     for future in waiting:
         assert probabilities(future.result()).argmax() == 0
     stub.ModelInfer(infer_request("narrow"), timeout=10)  # room again
@@ -149,11 +151,9 @@ def test_expired_deadline_is_dropped_before_inference(server, ch) -> None:
     before = statistics(ch, "narrow")
     # KServe's `timeout` parameter (microseconds): the server itself answers DEADLINE_EXCEEDED.
     timeout = {"timeout": pb.InferParameter(int64_param=100_000)}
-    started = time.monotonic()
     error = rpc_error(stub.ModelInfer, infer_request("narrow", parameters=timeout), timeout=10)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
     assert "deadline passed" in error.details()
-    assert time.monotonic() - started < 0.9  # well before the 1 s batch delay
     after = statistics(ch, "narrow")
     assert after.inference_count == before.inference_count  # never reached the graph
     assert after.inference_stats.fail.count == before.inference_stats.fail.count + 1
@@ -166,14 +166,23 @@ def test_expired_deadline_is_dropped_before_inference(server, ch) -> None:
         {"model": "narrow", "method": "ModelInfer", "code": "DEADLINE_EXCEEDED"}) == 1
 
 
-def test_cancelled_call_frees_its_place(ch) -> None:
+def wait_for(condition, what: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_cancelled_call_frees_its_place(server, ch) -> None:
     stub = kserve_stub(ch)
-    doomed = stub.ModelInfer.future(infer_request("narrow"), timeout=10)
-    time.sleep(0.2)
+    registry = server.metrics.registry
+    doomed = stub.ModelInfer.future(infer_request("lonely"), timeout=10)
+    wait_for(lambda: registry.get_sample_value("artforge_queue_depth", {"model": "lonely"}) == 1, "the queued call")
     doomed.cancel()
-    time.sleep(0.2)
+    wait_for(lambda: registry.get_sample_value("artforge_request_failures_total", {
+        "model": "lonely", "method": "ModelInfer", "code": "CANCELLED"}) == 1, "the server to see the cancel")
     # The queue holds 2: the cancelled request must no longer count.
-    futures = [stub.ModelInfer.future(infer_request("narrow"), timeout=10) for _ in range(2)]
+    futures = [stub.ModelInfer.future(infer_request("lonely"), timeout=10) for _ in range(2)]
     for future in futures:
         assert probabilities(future.result()).argmax() == 0
 

@@ -82,10 +82,6 @@ class Batcher:
         self._stopped = False
         self._task = asyncio.get_running_loop().create_task(self._form_batches(), name=f"batcher-{name}")
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
     async def infer(self, feeds: Feeds, deadline: float | None = None) -> Feeds:
         """Queue one request and wait for its share of a batch's outputs.
 

@@ -60,11 +60,17 @@ def _positive(text: str) -> float:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser, require_repo: bool = False) -> None:
-    """Add the server's flags to `parser` (the `artforge serve` sub-command)."""
-    parser.add_argument("--repo", type=Path, required=require_repo, default=None,
-                        help="model repository folder (Triton layout: <repo>/<name>/<version>/model.onnx)")
-    parser.add_argument("--backend", default="auto", help="runtime backend for every model (default: auto)")
+def add_arguments(parser: argparse.ArgumentParser, require_repo: bool = False, include_repo: bool = True) -> None:
+    """Add the server's flags to `parser` (the `artforge serve` sub-command).
+
+    include_repo=False leaves out --repo and --backend, for a CLI that adds
+    its own (artforge/cli.py's shared repository options); run_from_args
+    only needs `args.repo` and `args.backend` to exist.
+    """
+    if include_repo:
+        parser.add_argument("--repo", type=Path, required=require_repo, default=None,
+                            help="model repository folder (Triton layout: <repo>/<name>/<version>/model.onnx)")
+        parser.add_argument("--backend", default="auto", help="runtime backend for every model (default: auto)")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0, every interface)")
     net.add_argument("--port", type=_port, default=8001, help="gRPC port, both services (default: 8001; 0 = any)")

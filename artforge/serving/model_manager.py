@@ -47,7 +47,7 @@ class ServingModel:
         self.stats = stats
         self.users = 0
         self.retired = False
-        self._stopping = False
+        self.stopping = False
 
     @property
     def name(self) -> str:
@@ -93,7 +93,7 @@ class ModelManager:
         self._entries: dict[str, ModelEntry] = {}
         #: every model with a running batcher, current or retired
         self._alive: set[ServingModel] = set()
-        self._stopping: set[asyncio.Task] = set()
+        self._stop_tasks: set[asyncio.Task] = set()
 
     # -- lookups --------------------------------------------------------------------
 
@@ -240,13 +240,13 @@ class ModelManager:
             self._stop(served)
 
     def _stop(self, served: ServingModel) -> None:
-        if served._stopping:
+        if served.stopping:
             return
-        served._stopping = True
+        served.stopping = True
         self._alive.discard(served)
         task = asyncio.get_running_loop().create_task(served.batcher.stop())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        self._stop_tasks.add(task)
+        task.add_done_callback(self._stop_tasks.discard)
 
     def hurry(self) -> None:
         """Shutdown has begun: every batcher sends what it holds without waiting for fuller batches."""
@@ -262,5 +262,5 @@ class ModelManager:
         for served in list(self._alive):
             served.retired = True
             self._stop(served)
-        while self._stopping:
-            await asyncio.gather(*list(self._stopping), return_exceptions=True)
+        while self._stop_tasks:
+            await asyncio.gather(*list(self._stop_tasks), return_exceptions=True)

@@ -42,7 +42,9 @@ class StyleConfig:
     loss_weights: str | None = None  # weights file; required for vgg16/vgg19
     width: float = 1.0
     image_size: int = 256
-    style_size: int | None = None  # shorter side of the style image; None: same as image_size
+    # Shorter side of the style image: sets the size of the style's brush
+    # strokes and patterns in the output, whatever size is stylized later.
+    style_size: int = 256
     steps: int = 2000
     batch_size: int = 4
     lr: float = 1e-3
@@ -72,7 +74,7 @@ def _validate(cfg: StyleConfig) -> None:
         raise ValueError(f"--width must be greater than 0 (1.0 is the full network, 0.5 half), got {cfg.width}")
     if cfg.image_size < 16 or cfg.image_size % SIZE_MULTIPLE:
         raise ValueError(f"--image-size must be a multiple of {SIZE_MULTIPLE} and at least 16, got {cfg.image_size}")
-    if cfg.style_size is not None and cfg.style_size < 16:
+    if cfg.style_size < 16:
         raise ValueError(f"--style-size must be at least 16 pixels, got {cfg.style_size}")
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every"):
         if getattr(cfg, name) <= 0:
@@ -209,9 +211,9 @@ def train(cfg: StyleConfig) -> Path:
         raise ValueError(
             f"no images found in {cfg.data} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     weights = cfg.loss_weight_values()
-    style_size = cfg.style_size or cfg.image_size
+    style_size = cfg.style_size
     config = asdict(cfg)
-    config.update(style_size=style_size, content_weight=weights.content, style_weight=weights.style,
+    config.update(content_weight=weights.content, style_weight=weights.style,
                   tv_weight=weights.tv)
     # max_steps only says where this invocation stops, so a run stopped by a
     # time budget can be continued with a larger one (or none).
@@ -322,8 +324,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
     parser.add_argument("--width", type=float, default=d["width"], help="channel width multiplier (0.5 = half)")
     parser.add_argument("--image-size", type=int, default=d["image_size"], help="side of the content crops")
-    parser.add_argument("--style-size", type=int, default=None,
-                        help="shorter side the style image is resized to (default: --image-size)")
+    parser.add_argument("--style-size", type=int, default=d["style_size"],
+                        help="shorter side the style image is resized to (sets the scale of its texture)")
     parser.add_argument("--steps", type=int, default=d["steps"], help="training steps (batches)")
     parser.add_argument("--batch-size", type=int, default=d["batch_size"])
     parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
