@@ -133,7 +133,9 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
 
 
 def _remote(args: argparse.Namespace, what: str) -> int:
-    raise ArtforgeError(f"--server for {what} needs the gRPC client, which is not part of this build yet")
+    """The same command, done by an artforge server through the client SDK."""
+    from artforge.serving import remote_cli
+    return getattr(remote_cli, what)(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
