@@ -211,10 +211,17 @@ def train(cfg: StyleConfig) -> Path:
         raise ValueError(
             f"no images found in {cfg.data} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     weights = cfg.loss_weight_values()
-    style_size = cfg.style_size
+    # Loss network and style image first: a mistake in either should not
+    # leave a half-made run folder behind.
+    loss_net = build_loss_network(cfg.loss_network, cfg.loss_weights)
+    try:
+        style_image = _load_style(Path(cfg.style), cfg.style_size)
+    except ValueError:
+        raise ValueError(f"cannot decode the style image {cfg.style}; use a JPEG/PNG/BMP/WebP/TIFF file") from None
+    criterion = PerceptualLoss(loss_net, _to_tensor(style_image[None], torch.device("cpu")), weights).to(device)
+
     config = asdict(cfg)
-    config.update(content_weight=weights.content, style_weight=weights.style,
-                  tv_weight=weights.tv)
+    config.update(content_weight=weights.content, style_weight=weights.style, tv_weight=weights.tv)
     # max_steps only says where this invocation stops, so a run stopped by a
     # time budget can be continued with a larger one (or none).
     config.pop("max_steps")
@@ -225,12 +232,6 @@ def train(cfg: StyleConfig) -> Path:
         (run / common.STATE).unlink(missing_ok=True)
 
     common.set_seed(cfg.seed)
-    loss_net = build_loss_network(cfg.loss_network, cfg.loss_weights)
-    try:
-        style_image = _load_style(Path(cfg.style), style_size)
-    except ValueError:
-        raise ValueError(f"cannot decode the style image {cfg.style}; use a JPEG/PNG/BMP/WebP/TIFF file") from None
-    criterion = PerceptualLoss(loss_net, _to_tensor(style_image[None], torch.device("cpu")), weights).to(device)
     net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
@@ -300,7 +301,7 @@ def train(cfg: StyleConfig) -> Path:
     provenance = {
         "style_image": str(cfg.style), "data": str(cfg.data), "images": len(paths),
         "skipped_files": len(sampler.skipped), "steps": step, "batch_size": cfg.batch_size,
-        "image_size": cfg.image_size, "style_size": style_size, "lr": cfg.lr,
+        "image_size": cfg.image_size, "style_size": cfg.style_size, "lr": cfg.lr,
         "weights": {"content": weights.content, "style": weights.style, "tv": weights.tv},
         "loss_network": cfg.loss_network,
         "loss_layers": {"style": list(loss_net.style_layers), "content": loss_net.content_layer},

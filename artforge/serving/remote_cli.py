@@ -1,0 +1,199 @@
+"""`artforge classify|generate|stylize --server HOST:PORT`: the local commands, done by a server.
+
+Same arguments, same output and exit codes as the local commands in
+artforge/cli.py: classify prints `path: label score, ...` (1 if an image
+failed), generate writes `<model>_<seed>_<i>.<format>` into --out, stylize
+takes a file or a folder, mirrors the tree, writes atomically and reports
+done / failed / skipped (1 if anything failed). Errors that stop the whole
+command (server unreachable, unknown model, wrong token) are raised as
+artforge errors; cli.main prints their one sentence and exits 2.
+
+Optional arguments read when the parser has them: --token (else
+$ARTFORGE_TOKEN), --timeout, --retries, --tls-ca / --tls. The server's
+encoded bytes are written as they come: no decode and re-encode here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, NotFoundError, ResourceExhaustedError
+from artforge.serving.client import (
+    CLASSIFIER,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    GENERATOR,
+    STYLIZER,
+    ImageClient,
+    image_bytes,
+)
+
+TOKEN_ENV = "ARTFORGE_TOKEN"
+# The same sets as artforge/runtime/folder.py (tests/test_client.py checks they agree);
+# copied so that remote commands do not import the runtime and ONNX Runtime.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+FORMATS = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "webp": ".webp"}
+#: the server's names for the file suffixes written
+_WIRE_FORMAT = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
+#: errors that belong to one image; anything else (server gone, bad token, unknown model) ends the command
+_PER_IMAGE = (InvalidInputError, ResourceExhaustedError)
+
+
+def connect(args: argparse.Namespace) -> ImageClient:
+    """An ImageClient for the command's --server and connection options."""
+    server = args.server
+    if ":" not in server:
+        raise InvalidInputError(f"--server must be HOST:PORT, e.g. 127.0.0.1:8001, got {server!r}")
+    timeout = getattr(args, "timeout", None)
+    retries = getattr(args, "retries", None)
+    tls_ca = getattr(args, "tls_ca", None)
+    return ImageClient(server, token=getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None,
+                       timeout=DEFAULT_TIMEOUT_S if timeout is None else timeout,
+                       retries=DEFAULT_RETRIES if retries is None else retries,
+                       tls=bool(getattr(args, "tls", False)), root_certificates=tls_ca)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 honours the umask (mkstemp would make the result 0o600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------- classify
+
+def classify(args: argparse.Namespace) -> int:
+    failed = 0
+    with connect(args) as client:
+        model = args.model or client.default_model(CLASSIFIER)
+        for image in args.images:
+            try:
+                data = image_bytes(image)  # a missing file is this image's error, not the command's
+                top = client.classify(data, model=model, top_k=args.top_k)
+            except (*_PER_IMAGE, NotFoundError) as exc:
+                if isinstance(exc, NotFoundError) and Path(image).is_file():
+                    raise  # the server does not know the model: every image would fail alike
+                print(f"{image}: error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"{image}: " + ", ".join(f"{label} {score:.3f}" for label, score in top))
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------- generate
+
+def generate(args: argparse.Namespace) -> int:
+    fmt = args.format
+    with connect(args) as client:
+        model = args.model or client.default_model(GENERATOR)
+        images = client.generate(args.count, seed=args.seed, model=model, format=_WIRE_FORMAT.get(f".{fmt}", fmt),
+                                 quality=args.quality)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for i, data in enumerate(images):
+        write_bytes_atomic(args.out / f"{model}_{args.seed}_{i:03d}.{fmt}", data)
+    print(f"wrote {len(images)} images from {model} to {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------ stylize
+
+def _plan(source: Path, output: Path, fmt: str | None, models: list[str]) -> tuple[list[tuple[Path, str, Path]], int]:
+    """(input, model, output path) triples and the count of non-images skipped, as the local command plans."""
+    if not source.exists():
+        raise NotFoundError(f"input not found: {source}")
+    if source.is_file():
+        if output.suffix.lower() in _WIRE_FORMAT:
+            if len(models) > 1:
+                raise InvalidInputError(
+                    f"output {output} is a file, but several models need a folder; pass a folder as output")
+            return [(source, models[0], output)], 0
+        files, skipped, root = [source], 0, source.parent
+    else:
+        everything = sorted(p for p in source.rglob("*") if p.is_file())
+        files = [p for p in everything if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped, root = len(everything) - len(files), source
+    suffix = FORMATS.get((fmt or "jpg").lower())
+    if suffix is None:
+        raise InvalidInputError(f"output format {fmt!r} is not one of {', '.join(sorted(FORMATS))}")
+    plan = []
+    for model in models:
+        base = output / model if len(models) > 1 else output
+        plan += [(path, model, (base / path.relative_to(root)).with_suffix(suffix)) for path in files]
+    return plan, skipped
+
+
+def _stylizers(client: ImageClient, names: str | None) -> list[str]:
+    """The models to run, checked up front: in a stream an unknown model would fail every item one by one."""
+    if not names:
+        return [client.default_model(STYLIZER)]
+    models = {m.name: m for m in client.list_models()}
+    stylizers = ", ".join(name for name, m in models.items() if m.kind == STYLIZER) or "none"
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    for name in wanted:
+        if name not in models:
+            raise NotFoundError(f"no model named {name!r} on server {client.target}; stylizers there: {stylizers}")
+        info = models[name]
+        if info.ready and info.kind != STYLIZER:
+            raise InvalidInputError(f"model {name} is a {info.kind}, not a stylizer; stylizers on server "
+                                    f"{client.target}: {stylizers}")
+        if not info.ready:
+            raise ModelLoadError(f"model {name} on server {client.target} is not ready: {info.reason}")
+    return wanted
+
+
+def stylize(args: argparse.Namespace) -> int:
+    done, failures = 0, []
+    with connect(args) as client:
+        models = _stylizers(client, args.model)
+        plan, skipped = _plan(Path(args.input), Path(args.output), args.format, models)
+        bar = tqdm(total=len(plan), desc="stylize", unit="img", disable=args.quiet)
+        with bar:
+            for model in models:
+                jobs = [(path, target) for path, name, target in plan if name == model]
+                if not jobs:
+                    continue
+                # Every target of one model has the same suffix, hence one output format.
+                fmt = _WIRE_FORMAT[jobs[0][1].suffix.lower()]
+                options = {"model": model, "format": fmt, "quality": args.quality, "max_side": args.max_side}
+                if Path(args.input).is_file():
+                    (path, target), = jobs
+                    try:
+                        results = [(path, target, client.stylize(image_bytes(path), **options), None)]
+                    except _PER_IMAGE as exc:
+                        results = [(path, target, b"", exc)]
+                else:
+                    # One stream per model: items are pipelined and the server batches them.
+                    stream = client.stylize_many((path for path, _ in jobs), **options)
+                    results = ((jobs[r.index][0], jobs[r.index][1], r.image, r.error) for r in stream)
+                for path, target, data, error in results:
+                    bar.update(1)
+                    if error is None:
+                        try:
+                            write_bytes_atomic(target, data)
+                        except OSError as exc:
+                            error = ArtforgeError(f"cannot write {target} ({exc.strerror})")
+                    if error is None:
+                        done += 1
+                    else:
+                        failures.append((str(path), str(error)))
+    print(f"stylized {done}, failed {len(failures)}, skipped {skipped} non-images -> {args.output}")
+    for path, reason in failures:
+        print(f"  failed: {path}: {reason}", file=sys.stderr)
+    return 1 if failures else 0

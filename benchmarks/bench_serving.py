@@ -1,0 +1,356 @@
+"""The gRPC server under load on loopback: image API vs in-process runtime vs KServe tensors; batching on/off.
+
+For Classify and Stylize (a 512x512 JPEG in, JPEG out) at concurrency 1, 4
+and 16, three ways of doing the same work, measured one after another in
+one run:
+
+- image API: artforge.client.ImageClient -> artforge server (the server
+  decodes, runs the model, encodes);
+- in-process: the same decode + model + encode with artforge.runtime in
+  this process, on a thread pool of the same size; the gap to the image
+  API is the serving overhead (gRPC, protobuf, scheduling);
+- KServe: tritonclient.grpc with uint8 NHWC tensors; the client decodes,
+  resizes / pads and (for Stylize) encodes locally.
+
+Then the classifier at concurrency 16 once more on a server restarted with
+--max-batch-size 1 (every graph run is one image), against dynamic batching.
+
+Every cell is bounded: at most --requests requests and --time-limit
+seconds, after a short warm-up. The server runs as a subprocess on
+127.0.0.1 (its own interpreter, as deployed) unless --in-process. Writes
+the `serving` section of benchmarks/RESULTS.md.
+
+    python benchmarks/bench_serving.py [--repo zoo/repository] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, machine, percentile, write_section  # noqa: E402
+
+from artforge.client import ImageClient  # noqa: E402
+from artforge.runtime import Repository, decode_image, encode_image, pipeline  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "zoo" / "samples" / "chelsea.jpg"
+CONCURRENCY = (1, 4, 16)
+SIDE = 512
+QUALITY = 90
+HOST = "127.0.0.1"  # loopback only
+
+
+# ------------------------------------------------------------------------ harness
+
+@dataclass
+class Cell:
+    rpc: str
+    path: str
+    concurrency: int
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.wall if self.wall else 0.0
+
+    def ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000 if self.latencies else float("nan")
+
+
+def run_cell(cell: Cell, work: Callable[[], object], requests: int, time_limit: float) -> Cell:
+    """`requests` calls of `work` from `cell.concurrency` threads, stopping early at `time_limit` seconds."""
+    c = cell.concurrency
+    with ThreadPoolExecutor(c) as pool:
+        # Warm-up: connections, ORT arenas, the server's worker threads; one round at full concurrency.
+        list(pool.map(lambda _: work(), range(c)))
+        tickets = itertools.count()  # next() on a count is atomic under the GIL
+        started = time.perf_counter()
+        stop_at = started + time_limit
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while next(tickets) < requests and time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    work()
+                except Exception as error:  # counted and shown: a cell with errors is not a clean number
+                    with lock:
+                        cell.errors.append(f"{type(error).__name__}: {error}")
+                    continue
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    cell.latencies.append(elapsed)
+
+        for future in [pool.submit(worker) for _ in range(c)]:
+            future.result()
+        cell.wall = time.perf_counter() - started
+    print(f"  {cell.rpc:8} c={c:<3} {cell.path:11} {cell.throughput:7.1f} req/s  p50 {cell.ms(50):7.1f}  "
+          f"p90 {cell.ms(90):7.1f}  p99 {cell.ms(99):7.1f} ms  n={len(cell.latencies)}"
+          + (f"  ERRORS {len(cell.errors)}: {cell.errors[0]}" if cell.errors else ""), flush=True)
+    return cell
+
+
+# ------------------------------------------------------------------------- server
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
+    """An artforge server on 127.0.0.1 for the length of the block; yields its target."""
+    port = free_port()
+    flags = ["--repo", str(repo), "--host", HOST, "--port", str(port), "--no-metrics", *extra]
+    if in_process:
+        from artforge.serving.cli_args import add_arguments, options_from_args
+        from artforge.serving.server import Server
+
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        running = Server(options_from_args(parser.parse_args(flags)))
+        running.start()
+        try:
+            yield f"{HOST}:{port}"
+        finally:
+            running.stop(grace=1)
+        return
+    log = open(os.devnull, "w")  # noqa: SIM115 - closed below; the server's INFO lines would interleave the table
+    process = subprocess.Popen([sys.executable, "-m", "artforge.serving.server", *flags], stderr=log, stdout=log)
+    target = f"{HOST}:{port}"
+    try:
+        # The client's retries ride out the start (loading models takes seconds).
+        with ImageClient(target, retries=60, backoff_s=0.1, max_backoff_s=0.5, timeout=90) as client:
+            client.list_models()
+        yield target
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def mean_batch(target: str, model: str) -> Callable[[], float]:
+    """A function giving the server's mean graph batch size for `model` since this call (KServe statistics)."""
+    import tritonclient.grpc as triton
+
+    def counts() -> tuple[int, int]:
+        client = triton.InferenceServerClient(target)
+        try:
+            stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
+        finally:
+            client.close()
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+    before = counts()
+
+    def since() -> float:
+        rows, runs = (a - b for a, b in zip(counts(), before, strict=True))
+        return rows / runs if runs else float("nan")
+
+    return since
+
+
+# -------------------------------------------------------------------------- work
+
+def jpeg_input() -> bytes:
+    """A 512x512 photo as JPEG (the shipped sample, else a smooth synthetic picture)."""
+    image = cv2.imread(str(SAMPLE)) if SAMPLE.exists() else None
+    if image is None:
+        y, x = np.mgrid[0:SIDE, 0:SIDE]
+        image = np.dstack([(x * 255 // SIDE), (y * 255 // SIDE), ((x + y) * 127 // SIDE)]).astype(np.uint8)
+    image = cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+    assert ok
+    return data.tobytes()
+
+
+def kserve_work(target: str, rpc: str, model, data: bytes) -> Callable[[], object]:
+    """Client-side pixels: decode (and resize or pad) here, uint8 NHWC over KServe, encode here."""
+    import tritonclient.grpc as triton
+
+    local = threading.local()  # one InferenceServerClient per thread, as tritonclient recommends
+    meta = model.metadata
+
+    def client() -> triton.InferenceServerClient:
+        if not hasattr(local, "client"):
+            local.client = triton.InferenceServerClient(target)
+        return local.client
+
+    def send(batch: np.ndarray) -> np.ndarray:
+        tensor = triton.InferInput(meta.input_name, list(batch.shape), "UINT8")
+        tensor.set_data_from_numpy(batch)
+        result = client().infer(model.name, [tensor], outputs=[triton.InferRequestedOutput(meta.output_name)],
+                                client_timeout=60)
+        return result.as_numpy(meta.output_name)
+
+    if rpc == "Classify":
+        size = model.input_size
+
+        def classify() -> object:
+            batch = np.empty((1, size, size, 3), dtype=np.uint8)
+            pipeline.center_square(decode_image(data, short_side=size), size, out=batch[0])
+            row = send(batch)[0]
+            return np.argsort(-row)[:5]
+        return classify
+
+    def stylize() -> object:
+        rgb = decode_image(data)
+        padded = pipeline.pad_to_multiple(rgb, model.size_multiple, model.min_size)
+        out = send(padded[np.newaxis])[0][:rgb.shape[0], :rgb.shape[1]]
+        return encode_image(np.ascontiguousarray(out), "jpeg", QUALITY)
+    return stylize
+
+
+def works(rpc: str, model, target: str, api: ImageClient, data: bytes) -> dict[str, Callable[[], object]]:
+    if rpc == "Classify":
+        return {
+            "image API": lambda: api.classify(data, model=model.name, top_k=5),
+            "in-process": lambda: model.classify(data, top_k=5),
+            "KServe": kserve_work(target, rpc, model, data),
+        }
+    return {
+        "image API": lambda: api.stylize(data, model=model.name, format="jpeg", quality=QUALITY),
+        "in-process": lambda: encode_image(model.stylize(decode_image(data)), "jpeg", QUALITY),
+        "KServe": kserve_work(target, rpc, model, data),
+    }
+
+
+# ------------------------------------------------------------------------ report
+
+def report(args: argparse.Namespace, models: dict, cells: list[Cell], batching: dict, seconds: float) -> str:
+    by = {(c.rpc, c.path, c.concurrency): c for c in cells}
+    lines = [
+        "## Serving: image API vs in-process vs KServe, and dynamic batching",
+        "",
+        f"Command: `{command_line()}`  ",
+        f"Machine: {machine()}; server {'in this process' if args.in_process else 'a subprocess'} on 127.0.0.1, "
+        f"client threads in the benchmark process; {seconds:.0f} s in all.  ",
+        "Models: " + ", ".join(f"{rpc} `{m.name}` v{m.version} ({m.backend_name})" for rpc, m in models.items())
+        + f"; input a {SIDE}x{SIDE} JPEG photo ({args.input_kb} KB), Stylize answers JPEG q{QUALITY}.",
+        f"Each cell: at most {args.requests} Classify / {args.stylize_requests} Stylize requests or "
+        f"{args.time_limit:g} s, after one warm-up round. Latency in ms, per request, as the client sees it.",
+        "",
+        "| RPC | concurrency | path | req/s | p50 | p90 | p99 | n |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in cells:
+        err = f" ({len(c.errors)} errors)" if c.errors else ""
+        lines.append(f"| {c.rpc} | {c.concurrency} | {c.path}{err} | {c.throughput:.1f} | {c.ms(50):.1f} | "
+                     f"{c.ms(90):.1f} | {c.ms(99):.1f} | {len(c.latencies)} |")
+    lines += ["", "Serving overhead: image API throughput against the same work in-process "
+              "(target for Stylize: within 10 %).", "",
+              "| RPC | concurrency | image API / in-process | overhead | KServe / in-process |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for rpc in models:
+        for c in args.concurrency:
+            api, local, ks = (by.get((rpc, p, c)) for p in ("image API", "in-process", "KServe"))
+            if not (api and local and local.throughput):
+                continue
+            ratio = api.throughput / local.throughput
+            ks_ratio = f"{ks.throughput / local.throughput:.2f}" if ks else "-"
+            lines.append(f"| {rpc} | {c} | {ratio:.2f} | {(1 - ratio) * 100:.0f} % | {ks_ratio} |")
+    if batching:
+        on, off = batching["on"], batching["off"]
+        gain = on.throughput / off.throughput if off.throughput else float("nan")
+        lines += ["", f"Dynamic batching, Classify at concurrency {on.concurrency} through the image API "
+                  "(target ≥ 1.5×):", "",
+                  "| server | req/s | p50 | p99 | mean graph batch |", "| --- | ---: | ---: | ---: | ---: |",
+                  f"| dynamic batching (defaults) | {on.throughput:.1f} | {on.ms(50):.1f} | {on.ms(99):.1f} | "
+                  f"{batching['on_batch']:.1f} |",
+                  f"| `--max-batch-size 1` | {off.throughput:.1f} | {off.ms(50):.1f} | {off.ms(99):.1f} | "
+                  f"{batching['off_batch']:.1f} |",
+                  "", f"Batching gain: **{gain:.2f}×**."]
+    lines += ["", "Notes: client and server share the machine's cores, so at concurrency > 1 the client's own "
+              "work (gRPC, and for KServe the JPEG decode / resize / encode) takes CPU from the server; "
+              "the in-process path has no such competitor. On a 2-core machine this weighs heavily; "
+              "numbers from a busy machine (e.g. while models train) are noisy."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=ROOT / "zoo" / "repository")
+    parser.add_argument("--classifier", default=None, help="classifier model (default: the repository's first)")
+    parser.add_argument("--stylizer", default=None, help="stylizer model (default: the repository's first)")
+    parser.add_argument("--requests", type=int, default=None, help="most Classify requests per cell (default 160)")
+    parser.add_argument("--stylize-requests", type=int, default=None,
+                        help="most Stylize requests per cell (default 32)")
+    parser.add_argument("--time-limit", type=float, default=None, help="most seconds per cell (default 12)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument("--in-process", action="store_true", help="run the server in this process (a thread)")
+    parser.add_argument("--quick", action="store_true",
+                        help="40 Classify / 8 Stylize requests and 4 s per cell unless given")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    defaults = (40, 8, 4.0) if args.quick else (160, 32, 12.0)
+    args.requests = args.requests or defaults[0]
+    args.stylize_requests = args.stylize_requests or defaults[1]
+    args.time_limit = args.time_limit or defaults[2]
+    started = time.perf_counter()
+    repo = Repository(args.repo)
+    kinds = {row["name"]: row.get("kind") for row in repo.describe()}
+    names = {"Classify": args.classifier or next((n for n, k in kinds.items() if k == "classifier"), None),
+             "Stylize": args.stylizer or next((n for n, k in kinds.items() if k == "stylizer"), None)}
+    models = {rpc: repo.load(name) for rpc, name in names.items() if name}
+    if not models:
+        sys.exit(f"{args.repo} has neither a classifier nor a stylizer to benchmark")
+    data = jpeg_input()
+    args.input_kb = len(data) // 1024
+    limits = {"Classify": args.requests, "Stylize": args.stylize_requests}
+    cells: list[Cell] = []
+    batching: dict = {}
+    print(f"server on {HOST}; repository {args.repo}; {machine()}", flush=True)
+    with server(args.repo, args.in_process, []) as target, ImageClient(target, timeout=120) as api:
+        for rpc, model in models.items():
+            for c in args.concurrency:
+                for path, work in works(rpc, model, target, api, data).items():
+                    if rpc == "Classify" and path == "image API" and c == max(args.concurrency):
+                        batch = mean_batch(target, model.name)
+                    cells.append(run_cell(Cell(rpc, path, c), work, limits[rpc], args.time_limit))
+                    if rpc == "Classify" and path == "image API" and c == max(args.concurrency):
+                        batching = {"on": cells[-1], "on_batch": batch()}
+    if "Classify" in models:
+        model = models["Classify"]
+        with server(args.repo, args.in_process, ["--max-batch-size", "1"]) as target, \
+                ImageClient(target, timeout=120) as api:
+            batch = mean_batch(target, model.name)
+            off = run_cell(Cell("Classify", "image API", max(args.concurrency), note="--max-batch-size 1"),
+                           lambda: api.classify(data, model=model.name, top_k=5), args.requests, args.time_limit)
+            batching.update(off=off, off_batch=batch())
+        print(f"  batching: {batching['on'].throughput:.1f} vs {off.throughput:.1f} req/s "
+              f"(mean batch {batching['on_batch']:.1f} vs {batching['off_batch']:.1f})")
+    text = report(args, models, cells, batching, time.perf_counter() - started)
+    print()
+    print(text)
+    if not args.no_write:
+        write_section("serving", text)
+        print(f"\nwrote {Path('benchmarks/RESULTS.md')}")
+
+
+if __name__ == "__main__":
+    main()

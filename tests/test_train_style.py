@@ -1,0 +1,223 @@
+"""Style-network training: the real EfficientNet-Lite0 loss network (and a VGG
+built from a torchvision-format file), real image files, a few tiny steps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from artforge.models import build
+from artforge.training import common
+from artforge.training.losses import VGG_CFGS, VGGLossNetwork, _vgg_layer_names, gram_matrix, total_variation
+from artforge.training.style import ContentSampler, StyleConfig, add_arguments, config_from_args, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(content folder with 5 images in nested folders plus a corrupt file, style image)."""
+    root = tmp_path_factory.mktemp("style")
+    data = root / "content"
+    (data / "a" / "b").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        h, w = [(40, 56), (64, 48), (36, 36)][i % 3]
+        image = cv2.resize(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+        cv2.rectangle(image, (4, 4), (w // 2, h // 2), (255, 255, 255), 2)
+        cv2.imwrite(str((data / "a" / "b" if i % 2 else data) / f"c{i}.jpg"), image)
+    (data / "a" / "broken.png").write_bytes(b"not a PNG")
+    style = root / "style.png"
+    stripes = np.zeros((50, 70, 3), np.uint8)
+    stripes[:, ::6] = (255, 200, 0)
+    stripes[::5, :] = (0, 60, 255)
+    cv2.imwrite(str(style), stripes)
+    return data, style
+
+
+def tiny(data: Path, style: Path, out: Path, **kw) -> StyleConfig:
+    settings = dict(width=0.125, image_size=32, style_size=32, batch_size=2, steps=4, sample_every=2,
+                    checkpoint_every=2, log_every=1, progress=False)
+    settings.update(kw)
+    return StyleConfig(style=str(style), data=str(data), out=str(out), **settings)
+
+
+def test_smoke_run_writes_artifact_metrics_and_samples(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    run = train(tiny(data, style, tmp_path / "run"))
+
+    artifact = common.load_artifact(run)
+    assert artifact["kind"] == "stylizer"
+    assert artifact["arch"] == {"name": "transformer_net", "width": 0.125, "residual_blocks": 5}
+    assert artifact["size_multiple"] == 4
+    provenance = artifact["provenance"]
+    assert provenance["style_image"] == str(style) and provenance["loss_network"] == "efficientnet_lite0"
+    assert provenance["steps"] == 4 and provenance["seed"] == 0
+    assert set(provenance["weights"]) == {"content", "style", "tv"}
+    assert {"content", "style", "tv", "total"} <= set(provenance["final_losses"])
+    net = build(artifact["kind"], artifact["arch"])
+    net.load_state_dict(artifact["state_dict"])
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 24, 40) * 255).shape == (1, 3, 24, 40)
+
+    metrics = json.loads((run / common.METRICS).read_text())
+    assert metrics["step"] == 4 and metrics["images"] == 6
+    assert metrics["skipped_files"] in (0, 1)  # the corrupt file counts once it has been drawn
+    assert [h["step"] for h in metrics["history"]] == [1, 2, 3, 4]
+    assert all(np.isfinite(metrics["final"][k]) for k in ("content", "style", "tv", "total"))
+    assert metrics["steps_per_second"] > 0
+
+    for step in (2, 4):
+        strip = cv2.imread(str(run / "samples" / f"step_{step:06d}.png"))
+        assert strip.shape == (32, 32 + 4 + 32, 3)  # content | gap | stylized
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_resumed_run_matches_an_uninterrupted_one(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    straight = train(tiny(data, style, tmp_path / "straight"))
+    stopped = tiny(data, style, tmp_path / "resumed", max_steps=2)
+    train(stopped)
+    assert torch.load(tmp_path / "resumed" / common.STATE, weights_only=False)["step"] == 2
+    resumed = train(replace(stopped, max_steps=None))
+
+    metrics = json.loads((resumed / common.METRICS).read_text())
+    assert [h["step"] for h in metrics["history"]] == [1, 2, 3, 4]
+    a, b = common.load_artifact(straight)["state_dict"], common.load_artifact(resumed)["state_dict"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_ctrl_c_saves_state_and_the_same_command_resumes(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    out = tmp_path / "run"
+    cfg = tiny(data, style, out, steps=100000, checkpoint_every=1, sample_every=1000)
+    script = ("import json, sys; from artforge.training.style import ContentSampler, StyleConfig, train; "
+              "train(StyleConfig(**json.loads(sys.argv[1])))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.__dict__)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / common.STATE).exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "training never saved a state"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "interrupted at step" in stderr
+    saved = torch.load(out / common.STATE, weights_only=False)["step"]
+    assert saved >= 1
+
+    train(replace(cfg, max_steps=saved + 1))
+    metrics = json.loads((out / common.METRICS).read_text())
+    assert metrics["step"] == saved + 1
+    assert [h["step"] for h in metrics["history"]] == list(range(1, saved + 2))
+    assert common.load_artifact(out)["provenance"]["steps"] == saved + 1
+
+
+def _torchvision_vgg16_state_dict() -> dict[str, torch.Tensor]:
+    """Random weights in torchvision's vgg16 key layout, classifier included."""
+    state, index, cin = {}, 0, 3
+    for v in VGG_CFGS["vgg16"]:
+        if v == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.randn(int(v), cin, 3, 3) * (2 / (9 * cin)) ** 0.5
+        state[f"features.{index}.bias"] = torch.zeros(int(v))
+        index, cin = index + 2, int(v)
+    # torchvision's classifier is 4096-wide; a small stand-in shows the keys are ignored.
+    state["classifier.0.weight"] = torch.randn(8, 25088)
+    state["classifier.0.bias"] = torch.zeros(8)
+    return state
+
+
+def test_vgg16_loss_network_from_a_torchvision_file_trains(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    weights = tmp_path / "vgg16.pth"
+    torch.save(_torchvision_vgg16_state_dict(), weights)
+
+    network = VGGLossNetwork("vgg16", weights)
+    assert len(network.features) == 23  # through relu4_3, the last layer the loss uses
+    assert not any(p.requires_grad for p in network.parameters())
+    network.train()
+    assert not network.training  # a parent's train() must not unfreeze it
+
+    run = train(tiny(data, style, tmp_path / "run", loss_network="vgg16", loss_weights=str(weights), steps=1))
+    artifact = common.load_artifact(run)
+    assert artifact["provenance"]["loss_network"] == "vgg16"
+    assert artifact["provenance"]["loss_layers"]["style"] == ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, wrong)
+    with pytest.raises(ValueError, match="not a torchvision-format vgg16 state_dict"):
+        VGGLossNetwork("vgg16", wrong)
+    with pytest.raises(ValueError, match="needs --loss-weights"):
+        train(tiny(data, style, tmp_path / "run2", loss_network="vgg19"))
+
+
+def test_user_mistakes_give_one_clear_sentence(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    with pytest.raises(FileNotFoundError, match="style image not found"):
+        train(tiny(data, tmp_path / "missing.jpg", tmp_path / "run"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no images found in"):
+        train(tiny(empty, style, tmp_path / "run"))
+    with pytest.raises(ValueError, match="--width must be greater than 0"):
+        train(tiny(data, style, tmp_path / "run", width=0))
+    with pytest.raises(ValueError, match="--image-size must be a multiple of 4"):
+        train(tiny(data, style, tmp_path / "run", image_size=30))
+    bad_style = tmp_path / "bad.png"
+    bad_style.write_bytes(b"nope")
+    with pytest.raises(ValueError, match="cannot decode the style image"):
+        train(tiny(data, bad_style, tmp_path / "run"))
+
+
+def test_unreadable_content_files_are_skipped_and_counted(images: tuple[Path, Path]) -> None:
+    data, _ = images
+    good, broken = data / "c0.jpg", data / "a" / "broken.png"
+    sampler = ContentSampler([broken, good], size=16, seed=0)
+    batch = sampler.batch(0, 6)
+    assert batch.shape == (6, 16, 16, 3) and batch.dtype == np.uint8
+    assert sampler.skipped == {str(broken)}
+    assert np.array_equal(sampler.batch(5, 6), ContentSampler([broken, good], 16, 0).batch(5, 6))
+    with pytest.raises(ValueError, match="none of the 1 image file"):
+        ContentSampler([broken], size=16, seed=0).batch(0, 1)
+
+
+def test_loss_helpers() -> None:
+    # Gram normalised by C*H*W: all-ones features give 1/C everywhere, at any size.
+    for h in (4, 9):
+        assert torch.allclose(gram_matrix(torch.ones(2, 5, h, h)), torch.full((2, 5, 5), 1 / 5))
+    assert total_variation(torch.full((1, 3, 8, 8), 77.0)) == 0
+    names16, names19 = _vgg_layer_names(VGG_CFGS["vgg16"]), _vgg_layer_names(VGG_CFGS["vgg19"])
+    assert [names16.index(n) for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")] == [3, 8, 15, 22]
+    assert [names19.index(n) for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")] == [3, 8, 15, 24]
+
+
+def test_command_line_options_fill_the_config() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = config_from_args(parser.parse_args(
+        ["--style", "s.jpg", "--data", "d", "--out", "r", "--width", "0.5", "--image-size", "160",
+         "--style-weight", "2", "--max-steps", "7", "--no-resume", "--loss-network", "vgg19", "--loss-weights", "w"]))
+    assert cfg == StyleConfig(style="s.jpg", data="d", out="r", width=0.5, image_size=160, style_weight=2.0,
+                              max_steps=7, resume=False, loss_network="vgg19", loss_weights="w")
+    assert cfg.loss_weight_values().style == 2.0 and cfg.loss_weight_values().content > 0
