@@ -29,8 +29,10 @@ import argparse
 import contextlib
 import itertools
 import os
+import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -44,7 +46,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, percentile, write_section  # noqa: E402
+from common import command_line, machine, measure, percentile, write_section  # noqa: E402
 
 from artforge.client import ImageClient  # noqa: E402
 from artforge.runtime import Repository, decode_image, encode_image, pipeline  # noqa: E402
@@ -55,6 +57,8 @@ CONCURRENCY = (1, 4, 16)
 SIDE = 512
 QUALITY = 90
 HOST = "127.0.0.1"  # loopback only
+#: server flags the Classify cell at the top concurrency is repeated with (defaults first, from the main grid)
+CONFIGS = ("--max-batch-size 1", "--instances 2 --threads 1", "--instances 2 --threads 1 --max-batch-size 1")
 
 
 # ------------------------------------------------------------------------ harness
@@ -67,7 +71,8 @@ class Cell:
     latencies: list[float] = field(default_factory=list)
     wall: float = 0.0
     errors: list[str] = field(default_factory=list)
-    note: str = ""
+    #: the server's mean graph batch size during the cell (nan: in-process)
+    batch: float = float("nan")
 
     @property
     def throughput(self) -> float:
@@ -81,8 +86,8 @@ def run_cell(cell: Cell, work: Callable[[], object], requests: int, time_limit: 
     """`requests` calls of `work` from `cell.concurrency` threads, stopping early at `time_limit` seconds."""
     c = cell.concurrency
     with ThreadPoolExecutor(c) as pool:
-        # Warm-up: connections, ORT arenas, the server's worker threads; one round at full concurrency.
-        list(pool.map(lambda _: work(), range(c)))
+        # Warm-up: connections, ORT arenas, the server's worker threads (a few calls, at most one round).
+        list(pool.map(lambda _: work(), range(min(c, 4))))
         tickets = itertools.count()  # next() on a count is atomic under the GIL
         started = time.perf_counter()
         stop_at = started + time_limit
@@ -240,28 +245,44 @@ def works(rpc: str, model, target: str, api: ImageClient, data: bytes) -> dict[s
     }
 
 
+def graph_cost(model, sizes: tuple[int, ...] = (1, 8)) -> list[tuple[int, float]]:
+    """Median ms per image of the bare graph at each batch size: what batching can save at best."""
+    rng = np.random.default_rng(0)
+    out = []
+    for n in sizes:
+        batch = {model.metadata.input_name: rng.integers(0, 256, (n, model.input_size, model.input_size, 3),
+                                                          dtype=np.uint8)}
+        times = measure(lambda batch=batch: model.infer(batch), min_runs=max(3, 16 // n), min_seconds=0.5)
+        out.append((n, statistics.median(times) * 1000 / n))
+    return out
+
+
 # ------------------------------------------------------------------------ report
 
-def report(args: argparse.Namespace, models: dict, cells: list[Cell], batching: dict, seconds: float) -> str:
+def report(args: argparse.Namespace, models: dict, cells: list[Cell], configs: list[tuple[str, Cell, float]],
+           seconds: float) -> str:
     by = {(c.rpc, c.path, c.concurrency): c for c in cells}
     lines = [
         "## Serving: image API vs in-process vs KServe, and dynamic batching",
         "",
         f"Command: `{command_line()}`  ",
         f"Machine: {machine()}; server {'in this process' if args.in_process else 'a subprocess'} on 127.0.0.1, "
-        f"client threads in the benchmark process; {seconds:.0f} s in all.  ",
+        f"{' with `' + args.server_flags + '`' if args.server_flags else ''}, "
+        f"client threads in the benchmark process; {seconds:.0f} s in all; load average before the run "
+        f"{args.load_before:.1f} (other processes' work competes with every path alike).  ",
         "Models: " + ", ".join(f"{rpc} `{m.name}` v{m.version} ({m.backend_name})" for rpc, m in models.items())
         + f"; input a {SIDE}x{SIDE} JPEG photo ({args.input_kb} KB), Stylize answers JPEG q{QUALITY}.",
         f"Each cell: at most {args.requests} Classify / {args.stylize_requests} Stylize requests or "
-        f"{args.time_limit:g} s, after one warm-up round. Latency in ms, per request, as the client sees it.",
+        f"{args.time_limit:g} s, after up to 4 warm-up calls. Latency in ms, per request, as the client sees it.",
         "",
-        "| RPC | concurrency | path | req/s | p50 | p90 | p99 | n |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| RPC | concurrency | path | req/s | p50 | p90 | p99 | n | mean graph batch |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in cells:
         err = f" ({len(c.errors)} errors)" if c.errors else ""
         lines.append(f"| {c.rpc} | {c.concurrency} | {c.path}{err} | {c.throughput:.1f} | {c.ms(50):.1f} | "
-                     f"{c.ms(90):.1f} | {c.ms(99):.1f} | {len(c.latencies)} |")
+                     f"{c.ms(90):.1f} | {c.ms(99):.1f} | {len(c.latencies)} | "
+                     f"{'-' if c.batch != c.batch else f'{c.batch:.1f}'} |")
     lines += ["", "Serving overhead: image API throughput against the same work in-process "
               "(target for Stylize: within 10 %).", "",
               "| RPC | concurrency | image API / in-process | overhead | KServe / in-process |",
@@ -274,17 +295,25 @@ def report(args: argparse.Namespace, models: dict, cells: list[Cell], batching: 
             ratio = api.throughput / local.throughput
             ks_ratio = f"{ks.throughput / local.throughput:.2f}" if ks else "-"
             lines.append(f"| {rpc} | {c} | {ratio:.2f} | {(1 - ratio) * 100:.0f} % | {ks_ratio} |")
-    if batching:
-        on, off = batching["on"], batching["off"]
-        gain = on.throughput / off.throughput if off.throughput else float("nan")
-        lines += ["", f"Dynamic batching, Classify at concurrency {on.concurrency} through the image API "
-                  "(target ≥ 1.5×):", "",
-                  "| server | req/s | p50 | p99 | mean graph batch |", "| --- | ---: | ---: | ---: | ---: |",
-                  f"| dynamic batching (defaults) | {on.throughput:.1f} | {on.ms(50):.1f} | {on.ms(99):.1f} | "
-                  f"{batching['on_batch']:.1f} |",
-                  f"| `--max-batch-size 1` | {off.throughput:.1f} | {off.ms(50):.1f} | {off.ms(99):.1f} | "
-                  f"{batching['off_batch']:.1f} |",
-                  "", f"Batching gain: **{gain:.2f}×**."]
+    if configs:
+        first = configs[0][1]
+        lines += ["", f"Server configurations, Classify at concurrency {first.concurrency} through the image API "
+                  "(dynamic batching target: ≥ 1.5× the throughput of `--max-batch-size 1`):", "",
+                  "| server flags | req/s | p50 | p99 | mean graph batch |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {f'`{flags}`' if flags else 'defaults'} | {cell.throughput:.1f} | {cell.ms(50):.1f} | "
+                  f"{cell.ms(99):.1f} | {mean:.1f} |" for flags, cell, mean in configs]
+        by_flags = {flags: cell for flags, cell, _ in configs}
+        gains = []
+        for flags, cell, _ in configs:
+            off = by_flags.get(f"{flags} --max-batch-size 1".strip())
+            if off is not None and off.throughput:
+                gains.append(f"{cell.throughput / off.throughput:.2f}× with {flags or 'the defaults'}")
+        lines += ["", f"Batching gain (batching on / `--max-batch-size 1`): **{'; '.join(gains)}**."]
+        if args.graph_cost:
+            lines += ["", "The classifier graph alone, in-process (ONNX Runtime's default threads): "
+                      + ", ".join(f"{ms:.2f} ms per image at batch {n}" for n, ms in args.graph_cost)
+                      + ". The difference is the most that batching can save per image on this machine: "
+                      "a CPU is already busy with one image, while a GPU is mostly idle with one."]
     lines += ["", "Notes: client and server share the machine's cores, so at concurrency > 1 the client's own "
               "work (gRPC, and for KServe the JPEG decode / resize / encode) takes CPU from the server; "
               "the in-process path has no such competitor. On a 2-core machine this weighs heavily; "
@@ -302,7 +331,10 @@ def main() -> None:
                         help="most Stylize requests per cell (default 32)")
     parser.add_argument("--time-limit", type=float, default=None, help="most seconds per cell (default 12)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument("--rpcs", nargs="+", choices=("Classify", "Stylize"), default=["Classify", "Stylize"])
     parser.add_argument("--in-process", action="store_true", help="run the server in this process (a thread)")
+    parser.add_argument("--server-flags", default="",
+                        help="extra `artforge serve` flags for every server, e.g. \"--instances 2 --threads 1\"")
     parser.add_argument("--quick", action="store_true",
                         help="40 Classify / 8 Stylize requests and 4 s per cell unless given")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -312,39 +344,47 @@ def main() -> None:
     args.stylize_requests = args.stylize_requests or defaults[1]
     args.time_limit = args.time_limit or defaults[2]
     started = time.perf_counter()
+    args.load_before = os.getloadavg()[0]
     repo = Repository(args.repo)
     kinds = {row["name"]: row.get("kind") for row in repo.describe()}
     names = {"Classify": args.classifier or next((n for n, k in kinds.items() if k == "classifier"), None),
              "Stylize": args.stylizer or next((n for n, k in kinds.items() if k == "stylizer"), None)}
-    models = {rpc: repo.load(name) for rpc, name in names.items() if name}
+    models = {rpc: repo.load(name) for rpc, name in names.items() if name and rpc in args.rpcs}
     if not models:
         sys.exit(f"{args.repo} has neither a classifier nor a stylizer to benchmark")
+    args.graph_cost = graph_cost(models["Classify"]) if "Classify" in models else []
     data = jpeg_input()
     args.input_kb = len(data) // 1024
     limits = {"Classify": args.requests, "Stylize": args.stylize_requests}
     cells: list[Cell] = []
-    batching: dict = {}
+    configs: list[tuple[str, Cell, float]] = []  # (server flags, Classify cell at top concurrency, mean batch)
+    top = max(args.concurrency)
     print(f"server on {HOST}; repository {args.repo}; {machine()}", flush=True)
-    with server(args.repo, args.in_process, []) as target, ImageClient(target, timeout=120) as api:
+    extra = shlex.split(args.server_flags)
+    with server(args.repo, args.in_process, extra) as target, ImageClient(target, timeout=120) as api:
         for rpc, model in models.items():
             for c in args.concurrency:
                 for path, work in works(rpc, model, target, api, data).items():
-                    if rpc == "Classify" and path == "image API" and c == max(args.concurrency):
-                        batch = mean_batch(target, model.name)
-                    cells.append(run_cell(Cell(rpc, path, c), work, limits[rpc], args.time_limit))
-                    if rpc == "Classify" and path == "image API" and c == max(args.concurrency):
-                        batching = {"on": cells[-1], "on_batch": batch()}
+                    batch = mean_batch(target, model.name)
+                    cell = run_cell(Cell(rpc, path, c), work, limits[rpc], args.time_limit)
+                    if path != "in-process":
+                        cell.batch = batch()
+                    cells.append(cell)
+                    if rpc == "Classify" and path == "image API" and c == top:
+                        configs.append(("", cell, cell.batch))
     if "Classify" in models:
+        # The same cell on restarted servers: batching off, and one graph thread per instance
+        # with two instances (how a small CPU is best used, see the notes).
         model = models["Classify"]
-        with server(args.repo, args.in_process, ["--max-batch-size", "1"]) as target, \
-                ImageClient(target, timeout=120) as api:
-            batch = mean_batch(target, model.name)
-            off = run_cell(Cell("Classify", "image API", max(args.concurrency), note="--max-batch-size 1"),
-                           lambda: api.classify(data, model=model.name, top_k=5), args.requests, args.time_limit)
-            batching.update(off=off, off_batch=batch())
-        print(f"  batching: {batching['on'].throughput:.1f} vs {off.throughput:.1f} req/s "
-              f"(mean batch {batching['on_batch']:.1f} vs {batching['off_batch']:.1f})")
-    text = report(args, models, cells, batching, time.perf_counter() - started)
+        for flags in CONFIGS:
+            with server(args.repo, args.in_process, [*extra, *flags.split()]) as target, \
+                    ImageClient(target, timeout=120) as api:
+                batch = mean_batch(target, model.name)
+                cell = run_cell(Cell("Classify", "image API", top),
+                                lambda api=api: api.classify(data, model=model.name, top_k=5),
+                                args.requests, args.time_limit)
+                configs.append((flags, cell, batch()))
+    text = report(args, models, cells, configs, time.perf_counter() - started)
     print()
     print(text)
     if not args.no_write:

@@ -349,11 +349,12 @@ class _ClientBase:
         limit = int(max_message_mb * 1024 * 1024)
         self._options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit),
-            # gRPC waits up to 1 s (growing to 120 s) before reconnecting to a server that
-            # refused it, and calls fail at once meanwhile; retries would then be wasted
-            # inside that window, so the channel reconnects on the retry schedule instead.
+            # gRPC waits 1 s (growing to 120 s) before reconnecting to a server that refused
+            # it, and calls fail at once meanwhile; retries would then be wasted inside that
+            # window, so the channel reconnects on the retry schedule instead. (Not
+            # min_reconnect_backoff_ms: gRPC uses it as the connect timeout, 20 s by default,
+            # which a slow network needs.)
             ("grpc.initial_reconnect_backoff_ms", max(1, int(backoff_s * 1000))),
-            ("grpc.min_reconnect_backoff_ms", max(1, int(backoff_s * 1000))),
             ("grpc.max_reconnect_backoff_ms", max(1, int(max_backoff_s * 1000))),
             ("grpc.primary_user_agent", f"artforge-client/{__version__}"),
         ]

@@ -268,7 +268,8 @@ def train(cfg: DCGANConfig) -> Path:
                 epoch_sums = dict.fromkeys(keys, 0.0)
                 epoch_count = 0
                 _save_samples(run, f"epoch_{epoch:03d}", generator, fixed_noise)
-            if step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0:
+                write_metrics()
+            if step % cfg.checkpoint_every == 0:
                 checkpoint()
                 write_metrics()
     except KeyboardInterrupt:
