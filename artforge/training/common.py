@@ -60,8 +60,12 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def atomic_write_json(obj: Any, path: Path) -> None:
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()))
 
 
 def prepare_run(run: Path, config: dict[str, Any], resume: bool = True) -> dict[str, Any] | None:
@@ -76,7 +80,8 @@ def prepare_run(run: Path, config: dict[str, Any], resume: bool = True) -> dict[
     state_file = run / STATE
     if resume and state_file.exists() and saved_config.exists():
         old = json.loads(saved_config.read_text())
-        ignore = {"out", "resume", "device", "progress", "workers"}
+        # Where and how fast a run goes, not what it learns: free to change on resume.
+        ignore = {"out", "resume", "device", "progress", "workers", "max_steps"}
         diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
         if diff:
             raise ValueError(

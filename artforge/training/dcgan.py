@@ -133,7 +133,7 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"OpenCV could not encode {path}")
-    common._atomic_write(Path(path), lambda f: f.write(encoded.tobytes()))
+    common.atomic_write_bytes(encoded.tobytes(), Path(path))
 
 
 def _save_samples(run: Path, name: str, generator: Generator, noise: torch.Tensor) -> Path:

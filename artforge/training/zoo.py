@@ -69,18 +69,18 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
 
 
 def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
-    settings = {**(model.quick if quick else model.settings), "seed": SEED, "out": work / "runs" / model.name}
+    settings = {**(model.quick if quick else model.settings), "seed": SEED, "out": str(work / "runs" / model.name)}
     data = work / "data"
     if model.kind == "classifier":
         from artforge.training.classifier import ClassifierConfig, train
         # Validation (early stopping, best epoch) is split from the training
         # photos; the held-out photos are only used for the final evaluation.
-        return train(ClassifierConfig(data=data / "styles" / "train", **settings))
+        return train(ClassifierConfig(data=str(data / "styles" / "train"), **settings))
     if model.kind == "dcgan":
         from artforge.training.dcgan import DCGANConfig, train
-        return train(DCGANConfig(data=data / "tiles", **settings))
+        return train(DCGANConfig(data=str(data / "tiles"), **settings))
     from artforge.training.style import StyleConfig, train
-    return train(StyleConfig(style=out / "styles" / f"{model.style}.jpg", data=data / "content", **settings))
+    return train(StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"), data=str(data / "content"), **settings))
 
 
 def _evaluate_classifier(repo: Path, name: str, test_dir: Path) -> dict[str, Any]:
