@@ -38,6 +38,18 @@ def cases(kind: str, meta, quick: bool) -> list[tuple[str, np.ndarray]]:
     return [(f"{s}² batch {n}", rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)) for s, n in sizes]
 
 
+def compare(model, reference, batch: np.ndarray) -> tuple[list[float], list[float], float]:
+    """Timings of PyTorch eager and artforge on the same batch, and their largest output difference."""
+    feed = {model.metadata.input_name: batch}
+    tensor = torch.from_numpy(batch)
+    with torch.inference_mode():
+        t_torch = measure(lambda: reference(tensor))
+        expected = reference(tensor).numpy()
+    t_rt = measure(lambda: model.infer(feed))
+    got = model.infer(feed)[model.metadata.output_name]
+    return t_torch, t_rt, float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=ROOT / "zoo" / "repository")
@@ -51,28 +63,28 @@ def main() -> None:
         model = repo.load(name)
         reference = load_run(args.checkpoints / f"{name}.pt").wrapper
         for label, batch in cases(model.kind, model.metadata, args.quick):
-            feed = {model.metadata.input_name: batch}
-            with torch.inference_mode():
-                tensor = torch.from_numpy(batch)
-                t_torch = measure(lambda tensor=tensor: reference(tensor))
-            t_rt = measure(lambda feed=feed: model.infer(feed))
-            rows.append((name, model.kind, label, median_ms(t_torch), median_ms(t_rt), percentile(t_rt, 90),
-                         model.backend_name))
-            print(f"{name:16} {label:16} torch {rows[-1][3]:8.1f} ms  artforge {rows[-1][4]:8.1f} ms  "
-                  f"x{rows[-1][3] / rows[-1][4]:.2f}", flush=True)
+            t_torch, t_rt, diff = compare(model, reference, batch)
+            row = (name, model.kind, label, median_ms(t_torch), median_ms(t_rt), percentile(t_rt, 90) * 1000,
+                   diff, model.backend_name)
+            rows.append(row)
+            print(f"{name:16} {label:16} torch {row[3]:8.1f} ms  artforge {row[4]:8.1f} ms  x{row[3] / row[4]:.2f}",
+                  flush=True)
     lines = [
         "## Runtime vs PyTorch eager (each zoo model)",
         "",
         f"Command: `{command_line()}`  ",
         f"Machine: {machine()}; torch {torch.__version__} with {threads} threads.",
+        "Both sides take the contract's tensors (uint8 NHWC images or float latents) and return its outputs;",
+        "PyTorch runs the export wrapper the ONNX graph was verified against. Times are per batch.",
         "",
-        "| model | kind | input | PyTorch eager p50 ms | artforge p50 ms | artforge p90 ms | speed-up | backend |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| model | kind | input | PyTorch eager p50 ms | artforge p50 ms | artforge p90 ms | speed-up | max abs diff "
+        "| backend |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    lines += [f"| {n} | {k} | {c} | {t:.1f} | {r:.1f} | {r90 * 1000:.1f} | {t / r:.2f}× | {b} |"
-              for n, k, c, t, r, r90, b in rows]
+    lines += [f"| {n} | {k} | {c} | {t:.1f} | {r:.1f} | {r90:.1f} | {t / r:.2f}× | {d:.3g} | {b} |"
+              for n, k, c, t, r, r90, d, b in rows]
     write_section("runtime", "\n".join(lines))
-    print(f"wrote {Path('benchmarks/RESULTS.md')}")
+    print("wrote benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -266,8 +266,8 @@ def report(args: argparse.Namespace, models: dict, cells: list[Cell], configs: l
         "## Serving: image API vs in-process vs KServe, and dynamic batching",
         "",
         f"Command: `{command_line()}`  ",
-        f"Machine: {machine()}; server {'in this process' if args.in_process else 'a subprocess'} on 127.0.0.1, "
-        f"{' with `' + args.server_flags + '`' if args.server_flags else ''}, "
+        f"Machine: {machine()}; server {'in this process' if args.in_process else 'a subprocess'} on 127.0.0.1"
+        f"{' with `' + args.server_flags + '`' if args.server_flags else ''} (its default flags otherwise), "
         f"client threads in the benchmark process; {seconds:.0f} s in all; load average before the run "
         f"{args.load_before:.1f} (other processes' work competes with every path alike).  ",
         "Models: " + ", ".join(f"{rpc} `{m.name}` v{m.version} ({m.backend_name})" for rpc, m in models.items())

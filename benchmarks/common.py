@@ -58,7 +58,8 @@ def write_section(name: str, body: str) -> None:
     """Replace (or append) the section between this benchmark's markers in RESULTS.md."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{body.rstrip()}\n{end}"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section says the command that made it.\n"
+    header = "# Benchmark results\n\nEach section says the command that made it.\n"
+    text = RESULTS.read_text() if RESULTS.exists() else header
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = RESULTS.with_suffix(".tmp")

@@ -65,7 +65,8 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:
-    _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()))
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def prepare_run(run: Path, config: dict[str, Any], resume: bool = True) -> dict[str, Any] | None:

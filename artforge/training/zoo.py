@@ -58,7 +58,7 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
     summary = {
         "styles_dataset": synthetic.render_style_dataset(data / "styles", seed=SEED,
-                                                         **({"crops_per_photo": 2} if quick else {})),
+                                                         **({"crops_per_photo": 1, "size": 96} if quick else {})),
         "content_images": len(synthetic.content_images(data / "content", seed=SEED, count=16 if quick else 400,
                                                        size=64 if quick else 256)),
         "tiles": len(synthetic.abstract_tiles(data / "tiles", seed=SEED, count=32 if quick else 4000)),
