@@ -1,8 +1,7 @@
 """The gRPC server under load on loopback: image API vs in-process runtime vs KServe tensors; batching on/off.
 
 For Classify and Stylize (a 512x512 JPEG in, JPEG out) at concurrency 1, 4
-and 16, three ways of doing the same work, measured one after another in
-one run:
+and 16, three ways of doing the same work, measured side by side in one run:
 
 - image API: artforge.client.ImageClient -> artforge server (the server
   decodes, runs the model, encodes);
@@ -12,13 +11,16 @@ one run:
 - KServe: tritonclient.grpc with uint8 NHWC tensors; the client decodes,
   resizes / pads and (for Stylize) encodes locally.
 
-Then the classifier at concurrency 16 once more on a server restarted with
---max-batch-size 1 (every graph run is one image), against dynamic batching.
+And the classifier at concurrency 16 on servers started with other flags:
+--max-batch-size 1 (every graph run is one image) against dynamic
+batching, and two single-threaded instances against one multi-threaded.
 
 Every cell is bounded: at most --requests requests and --time-limit
-seconds, after a short warm-up. The server runs as a subprocess on
-127.0.0.1 (its own interpreter, as deployed) unless --in-process. Writes
-the `serving` section of benchmarks/RESULTS.md.
+seconds in all, split over --rounds interleaved rounds (so that load from
+other processes falls on every path alike), each after a short warm-up.
+The servers run as subprocesses on 127.0.0.1 (their own interpreters, as
+deployed) unless --in-process, and stop with the benchmark. Writes the
+`serving` section of benchmarks/RESULTS.md.
 
     python benchmarks/bench_serving.py [--repo zoo/repository] [--quick]
 """
@@ -71,19 +73,28 @@ class Cell:
     latencies: list[float] = field(default_factory=list)
     wall: float = 0.0
     errors: list[str] = field(default_factory=list)
-    #: the server's mean graph batch size during the cell (nan: in-process)
-    batch: float = float("nan")
+    #: rows and graph runs the server counted during the cell (KServe statistics; 0 for in-process)
+    rows: int = 0
+    runs: int = 0
 
     @property
     def throughput(self) -> float:
         return len(self.latencies) / self.wall if self.wall else 0.0
+
+    @property
+    def batch(self) -> float:
+        """The server's mean graph batch size during the cell (nan: in-process)."""
+        return self.rows / self.runs if self.runs else float("nan")
 
     def ms(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000 if self.latencies else float("nan")
 
 
 def run_cell(cell: Cell, work: Callable[[], object], requests: int, time_limit: float) -> Cell:
-    """`requests` calls of `work` from `cell.concurrency` threads, stopping early at `time_limit` seconds."""
+    """`requests` calls of `work` from `cell.concurrency` threads, stopping early at `time_limit` seconds.
+
+    Adds to the cell: called once per round, its numbers cover every round.
+    """
     c = cell.concurrency
     with ThreadPoolExecutor(c) as pool:
         # Warm-up: connections, ORT arenas, the server's worker threads (a few calls, at most one round).
@@ -108,7 +119,7 @@ def run_cell(cell: Cell, work: Callable[[], object], requests: int, time_limit: 
 
         for future in [pool.submit(worker) for _ in range(c)]:
             future.result()
-        cell.wall = time.perf_counter() - started
+        cell.wall += time.perf_counter() - started
     print(f"  {cell.rpc:8} c={c:<3} {cell.path:11} {cell.throughput:7.1f} req/s  p50 {cell.ms(50):7.1f}  "
           f"p90 {cell.ms(90):7.1f}  p99 {cell.ms(99):7.1f} ms  n={len(cell.latencies)}"
           + (f"  ERRORS {len(cell.errors)}: {cell.errors[0]}" if cell.errors else ""), flush=True)
@@ -159,25 +170,28 @@ def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
         log.close()
 
 
-def mean_batch(target: str, model: str) -> Callable[[], float]:
-    """A function giving the server's mean graph batch size for `model` since this call (KServe statistics)."""
+def batch_counts(target: str, model: str) -> tuple[int, int]:
+    """(rows inferred, graph runs) of `model` so far, from the server's KServe statistics."""
     import tritonclient.grpc as triton
 
-    def counts() -> tuple[int, int]:
-        client = triton.InferenceServerClient(target)
-        try:
-            stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
-        finally:
-            client.close()
-        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+    client = triton.InferenceServerClient(target)
+    try:
+        stats = client.get_inference_statistics(model_name=model, as_json=True)["model_stats"][0]
+    finally:
+        client.close()
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
-    before = counts()
 
-    def since() -> float:
-        rows, runs = (a - b for a, b in zip(counts(), before, strict=True))
-        return rows / runs if runs else float("nan")
-
-    return since
+def measured(cell: Cell, work: Callable[[], object], requests: int, time_limit: float,
+             target: str | None = None, model: str = "") -> Cell:
+    """run_cell, also counting the server's graph batches when `target` is given."""
+    before = batch_counts(target, model) if target else (0, 0)
+    run_cell(cell, work, requests, time_limit)
+    if target:
+        rows, runs = batch_counts(target, model)
+        cell.rows += rows - before[0]
+        cell.runs += runs - before[1]
+    return cell
 
 
 # -------------------------------------------------------------------------- work
@@ -273,7 +287,8 @@ def report(args: argparse.Namespace, models: dict, cells: list[Cell], configs: l
         "Models: " + ", ".join(f"{rpc} `{m.name}` v{m.version} ({m.backend_name})" for rpc, m in models.items())
         + f"; input a {SIDE}x{SIDE} JPEG photo ({args.input_kb} KB), Stylize answers JPEG q{QUALITY}.",
         f"Each cell: at most {args.requests} Classify / {args.stylize_requests} Stylize requests or "
-        f"{args.time_limit:g} s, after up to 4 warm-up calls. Latency in ms, per request, as the client sees it.",
+        f"{args.time_limit:g} s, in {args.rounds} interleaved rounds, each after up to 4 warm-up calls. "
+        "Latency in ms, per request, as the client sees it.",
         "",
         "| RPC | concurrency | path | req/s | p50 | p90 | p99 | n | mean graph batch |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -331,6 +346,8 @@ def main() -> None:
                         help="most Stylize requests per cell (default 32)")
     parser.add_argument("--time-limit", type=float, default=None, help="most seconds per cell (default 12)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds per cell; the request budget and time limit are split over them")
     parser.add_argument("--rpcs", nargs="+", choices=("Classify", "Stylize"), default=["Classify", "Stylize"])
     parser.add_argument("--in-process", action="store_true", help="run the server in this process (a thread)")
     parser.add_argument("--server-flags", default="",
@@ -356,35 +373,37 @@ def main() -> None:
     data = jpeg_input()
     args.input_kb = len(data) // 1024
     limits = {"Classify": args.requests, "Stylize": args.stylize_requests}
-    cells: list[Cell] = []
-    configs: list[tuple[str, Cell, float]] = []  # (server flags, Classify cell at top concurrency, mean batch)
     top = max(args.concurrency)
     print(f"server on {HOST}; repository {args.repo}; {machine()}", flush=True)
     extra = shlex.split(args.server_flags)
-    with server(args.repo, args.in_process, extra) as target, ImageClient(target, timeout=120) as api:
-        for rpc, model in models.items():
-            for c in args.concurrency:
-                for path, work in works(rpc, model, target, api, data).items():
-                    batch = mean_batch(target, model.name)
-                    cell = run_cell(Cell(rpc, path, c), work, limits[rpc], args.time_limit)
-                    if path != "in-process":
-                        cell.batch = batch()
-                    cells.append(cell)
-                    if rpc == "Classify" and path == "image API" and c == top:
-                        configs.append(("", cell, cell.batch))
-    if "Classify" in models:
-        # The same cell on restarted servers: batching off, and one graph thread per instance
-        # with two instances (how a small CPU is best used, see the notes).
-        model = models["Classify"]
-        for flags in CONFIGS:
-            with server(args.repo, args.in_process, [*extra, *flags.split()]) as target, \
-                    ImageClient(target, timeout=120) as api:
-                batch = mean_batch(target, model.name)
-                cell = run_cell(Cell("Classify", "image API", top),
-                                lambda api=api: api.classify(data, model=model.name, top_k=5),
-                                args.requests, args.time_limit)
-                configs.append((flags, cell, batch()))
-    text = report(args, models, cells, configs, time.perf_counter() - started)
+    # Every server runs for the whole benchmark (idle ones cost no CPU), so that each cell
+    # can be measured in several rounds, interleaved with the cells it is compared with:
+    # load from other processes then falls on every path alike instead of on one cell.
+    flag_sets = ["", *CONFIGS] if "Classify" in models else [""]
+    with contextlib.ExitStack() as stack:
+        targets = {flags: stack.enter_context(server(args.repo, args.in_process, [*extra, *flags.split()]))
+                   for flags in flag_sets}
+        apis = {flags: stack.enter_context(ImageClient(target, timeout=120)) for flags, target in targets.items()}
+        target, api = targets[""], apis[""]
+        grid = {(rpc, c, path): (Cell(rpc, path, c), work)
+                for rpc, model in models.items() for c in args.concurrency
+                for path, work in works(rpc, model, target, api, data).items()}
+        configs = {flags: Cell("Classify", "image API", top) for flags in flag_sets}
+        if "Classify" in models:
+            configs[""] = grid[("Classify", top, "image API")][0]  # measured in the grid
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1} of {args.rounds}", flush=True)
+            for (rpc, _, path), (cell, work) in grid.items():
+                measured(cell, work, -(-limits[rpc] // args.rounds), args.time_limit / args.rounds,
+                         None if path == "in-process" else target, models[rpc].name)
+            if "Classify" in models:
+                name = models["Classify"].name
+                for flags in CONFIGS:
+                    measured(configs[flags], lambda api=apis[flags], name=name: api.classify(data, model=name),
+                             -(-args.requests // args.rounds), args.time_limit / args.rounds, targets[flags], name)
+    cells = [cell for cell, _ in grid.values()]
+    config_rows = [(flags, cell, cell.batch) for flags, cell in configs.items()] if "Classify" in models else []
+    text = report(args, models, cells, config_rows, time.perf_counter() - started)
     print()
     print(text)
     if not args.no_write:
