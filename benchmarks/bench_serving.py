@@ -117,11 +117,15 @@ def run_cell(cell: Cell, work: Callable[[], object], requests: int, time_limit: 
                 with lock:
                     cell.latencies.append(elapsed)
 
+        done_before = len(cell.latencies)
         for future in [pool.submit(worker) for _ in range(c)]:
             future.result()
-        cell.wall += time.perf_counter() - started
-    print(f"  {cell.rpc:8} c={c:<3} {cell.path:11} {cell.throughput:7.1f} req/s  p50 {cell.ms(50):7.1f}  "
-          f"p90 {cell.ms(90):7.1f}  p99 {cell.ms(99):7.1f} ms  n={len(cell.latencies)}"
+        wall = time.perf_counter() - started
+        cell.wall += wall
+    # This round alone, so that the spread between rounds (other load on the machine) shows.
+    round_ = sorted(cell.latencies[done_before:]) or [float("nan")]
+    print(f"  {cell.rpc:8} c={c:<3} {cell.path:11} {len(round_) / wall:7.1f} req/s  p50 "
+          f"{percentile(round_, 50) * 1000:7.1f}  p99 {percentile(round_, 99) * 1000:7.1f} ms  n={len(round_)}"
           + (f"  ERRORS {len(cell.errors)}: {cell.errors[0]}" if cell.errors else ""), flush=True)
     return cell
 
@@ -388,7 +392,7 @@ def main() -> None:
         grid = {(rpc, c, path): (Cell(rpc, path, c), work)
                 for rpc, model in models.items() for c in args.concurrency
                 for path, work in works(rpc, model, target, api, data).items()}
-        configs = {flags: Cell("Classify", "image API", top) for flags in flag_sets}
+        configs = {flags: Cell("Classify", f"image API {flags}", top) for flags in flag_sets}
         if "Classify" in models:
             configs[""] = grid[("Classify", top, "image API")][0]  # measured in the grid
         for round_ in range(args.rounds):
