@@ -24,6 +24,15 @@ def default_repo() -> Path:
     return Path(os.environ.get("ARTFORGE_REPO", DEFAULT_ZOO / "repository"))
 
 
+def _add_server(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", help="HOST:PORT of an artforge server instead of running locally")
+    p.add_argument("--token", default=None, help="bearer token for --server (default: $ARTFORGE_TOKEN)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call to --server (default 60)")
+    p.add_argument("--retries", type=int, default=3, help="retries when --server is unavailable (default 3)")
+    p.add_argument("--tls", action="store_true", help="connect to --server over TLS")
+    p.add_argument("--tls-ca", default=None, help="PEM file of the CA that signed the server's certificate")
+
+
 def _add_repo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", type=Path, default=None,
                    help="model repository folder (default: the shipped zoo, or $ARTFORGE_REPO)")
@@ -215,7 +224,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", help="classifier name (default: the repository's first classifier)")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--server", help="HOST:PORT of an artforge server instead of running locally")
+    _add_server(p)
     p.set_defaults(func=_cmd_classify)
 
     p = sub.add_parser("generate", help="generate images with a DCGAN generator")
@@ -226,7 +235,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("generated"))
     p.add_argument("--format", choices=("png", "jpg", "webp"), default="png")
     p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100")
-    p.add_argument("--server", help="HOST:PORT of an artforge server instead of running locally")
+    _add_server(p)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("stylize", help="stylize an image file or a folder of images")
@@ -239,7 +248,7 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100")
     p.add_argument("--max-side", type=int, default=None, help="downscale inputs whose longer side exceeds this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--server", help="HOST:PORT of an artforge server instead of running locally")
+    _add_server(p)
     p.set_defaults(func=_cmd_stylize)
 
     p = sub.add_parser("serve", help="serve a repository over gRPC (KServe v2 + artforge.v1 image API)")
