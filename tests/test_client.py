@@ -28,7 +28,6 @@ from artforge.client import (
     ServerUnavailableError,
 )
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
-from artforge.serving import remote_cli
 from artforge.serving.server import Server
 
 TOKEN = "t0ken"
@@ -374,9 +373,3 @@ def test_cli_unreachable_server_is_one_clear_error(tmp_path: Path, capsys: pytes
     assert code == 2 and out == ""
     assert err.startswith(f"artforge: error: artforge server {target} is unavailable") and len(err.splitlines()) == 1
 
-
-def test_remote_suffixes_match_the_local_command() -> None:
-    from artforge.runtime import folder
-
-    assert remote_cli.IMAGE_SUFFIXES == folder.IMAGE_SUFFIXES
-    assert remote_cli.FORMATS == folder.FORMATS

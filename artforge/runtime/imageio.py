@@ -11,7 +11,6 @@ decoded at reduced scale when the caller will shrink it anyway.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from artforge.files import write_bytes_atomic
 
 #: 8192 x 8192: larger than any camera photo, small enough to bound memory.
 DEFAULT_MAX_PIXELS = 1 << 26
@@ -348,19 +348,5 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int | None 
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ENCODE_FORMATS:
         raise InvalidInputError(f"cannot write {path}: the extension must be one of .png, .jpg, .jpeg, .webp")
-    data = encode_image(image, fmt, quality)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # os.open with 0o666 honours the umask, unlike mkstemp's 0o600, so the
-    # result has ordinary permissions after the rename.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encode_image(image, fmt, quality))
     return path

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, NotFoundError, ResourceExhaustedError
+from artforge.files import plan_outputs, write_bytes_atomic
 from artforge.serving.client import (
     CLASSIFIER,
     DEFAULT_RETRIES,
@@ -35,10 +35,6 @@ from artforge.serving.client import (
 )
 
 TOKEN_ENV = "ARTFORGE_TOKEN"
-# The same sets as artforge/runtime/folder.py (tests/test_client.py checks they agree);
-# copied so that remote commands do not import the runtime and ONNX Runtime.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-FORMATS = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 #: the server's names for the file suffixes written
 _WIRE_FORMAT = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp"}
 #: errors that belong to one image; anything else (server gone, bad token, unknown model) ends the command
@@ -57,24 +53,6 @@ def connect(args: argparse.Namespace) -> ImageClient:
                        timeout=DEFAULT_TIMEOUT_S if timeout is None else timeout,
                        retries=DEFAULT_RETRIES if retries is None else retries,
                        tls=bool(getattr(args, "tls", False)), root_certificates=tls_ca)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask (mkstemp would make the result 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------- classify
@@ -114,31 +92,6 @@ def generate(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ stylize
 
-def _plan(source: Path, output: Path, fmt: str | None, models: list[str]) -> tuple[list[tuple[Path, str, Path]], int]:
-    """(input, model, output path) triples and the count of non-images skipped, as the local command plans."""
-    if not source.exists():
-        raise NotFoundError(f"input not found: {source}")
-    if source.is_file():
-        if output.suffix.lower() in _WIRE_FORMAT:
-            if len(models) > 1:
-                raise InvalidInputError(
-                    f"output {output} is a file, but several models need a folder; pass a folder as output")
-            return [(source, models[0], output)], 0
-        files, skipped, root = [source], 0, source.parent
-    else:
-        everything = sorted(p for p in source.rglob("*") if p.is_file())
-        files = [p for p in everything if p.suffix.lower() in IMAGE_SUFFIXES]
-        skipped, root = len(everything) - len(files), source
-    suffix = FORMATS.get((fmt or "jpg").lower())
-    if suffix is None:
-        raise InvalidInputError(f"output format {fmt!r} is not one of {', '.join(sorted(FORMATS))}")
-    plan = []
-    for model in models:
-        base = output / model if len(models) > 1 else output
-        plan += [(path, model, (base / path.relative_to(root)).with_suffix(suffix)) for path in files]
-    return plan, skipped
-
-
 def _stylizers(client: ImageClient, names: str | None) -> list[str]:
     """The models to run, checked up front: in a stream an unknown model would fail every item one by one."""
     if not names:
@@ -162,7 +115,7 @@ def stylize(args: argparse.Namespace) -> int:
     done, failures = 0, []
     with connect(args) as client:
         models = _stylizers(client, args.model)
-        plan, skipped = _plan(Path(args.input), Path(args.output), args.format, models)
+        plan, skipped = plan_outputs(Path(args.input), Path(args.output), args.format, models)
         bar = tqdm(total=len(plan), desc="stylize", unit="img", disable=args.quiet)
         with bar:
             for model in models:
