@@ -234,6 +234,14 @@ def publish(wrapper: torch.nn.Module, model: onnx.ModelProto, metadata: contract
                                   export_info=export_info, overwrite=overwrite)
 
 
+def _display_path(path: Path) -> str:
+    """Relative to the working folder when under it: cards should not carry one machine's absolute paths."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def export_run(run: Path | str, repo: Path | str, name: str | None = None, version: int | None = None,
                opset: int = DEFAULT_OPSET, verify: bool = True, overwrite: bool = False,
                log: Log | None = print) -> Path:
@@ -257,7 +265,7 @@ def export_run(run: Path | str, repo: Path | str, name: str | None = None, versi
     if log is not None:
         log(f"exporting {loaded.kind} from {run} (opset {opset})")
     model = export_onnx(loaded, opset)
-    info = {"source run": str(run), "exported at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    info = {"source run": _display_path(Path(run)), "exported at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", **_versions()}
     path = publish(loaded.wrapper, model, loaded.metadata, repo, name, version=version, verify=verify,
                    overwrite=overwrite, export_info=info, log=log)
