@@ -1,0 +1,435 @@
+"""The benchmark suite: every model kind, every peer, side by side in one run.
+
+For each case (classifier 224², generator latents, a Johnson-size stylizer at
+256², 512² and 1024²; batch 1 and the best batch) it times, on the same
+inputs: PyTorch eager, torch.compile, a plain ONNX Runtime session with
+default options, OpenVINO used directly (its defaults, and fp32), and
+artforge's runtime with each backend and with `auto`. For the stylizer it
+also gives the attained GFLOP/s against the measured peak of a large fp32
+matrix product. Then it runs `artforge stylize` end to end on a folder of
+JPEGs against the naive one-image-at-a-time script users write
+(benchmarks/naive_stylize.py).
+
+    python benchmarks/bench_suite.py            # everything (about 15 minutes on 2 cores)
+    python benchmarks/bench_suite.py --quick    # small sizes, for checking the suite itself
+
+Writes the `suite` and `end-to-end` sections of benchmarks/RESULTS.md and
+PNG plots under benchmarks/plots/. TensorRT rows appear when a CUDA device
+and the tensorrt package are present (an engine is built for each case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, machine, measure, percentile, write_section  # noqa: E402
+
+from artforge import contract  # noqa: E402
+from artforge.export.onnx_export import LoadedRun, export_onnx, load_run, publish  # noqa: E402
+from artforge.export.wrappers import wrap  # noqa: E402
+from artforge.runtime import load_model  # noqa: E402
+from artforge.runtime.backends import available_backends  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = ROOT / "zoo"
+PLOTS = Path(__file__).resolve().parent / "plots"
+
+
+# ----------------------------------------------------------------- models
+def johnson_stylizer(repo: Path) -> tuple[Path, torch.nn.Module]:
+    """A Johnson-size (width 1.0) style network, random weights: the network the issue's peer timings use.
+    Speed does not depend on the weights, so no training is needed."""
+    from artforge.models.style_net import MIN_SIZE, SIZE_MULTIPLE, TransformerNet
+
+    torch.manual_seed(0)
+    wrapper = wrap(contract.STYLIZER, TransformerNet(width=1.0), size_multiple=SIZE_MULTIPLE).eval()
+    meta = contract.ModelMetadata(kind=contract.STYLIZER, size_multiple=SIZE_MULTIPLE, min_size=MIN_SIZE,
+                                  provenance={"note": "random weights, for benchmarks"})
+    example = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    loaded = LoadedRun(run=Path("johnson"), wrapper=wrapper, metadata=meta, example=example)
+    path = publish(wrapper, export_onnx(loaded), meta, repo, "johnson", version=1, log=None)
+    return path, wrapper
+
+
+@dataclass
+class Case:
+    model: str
+    kind: str
+    label: str
+    onnx: Path
+    wrapper: torch.nn.Module
+    batch: np.ndarray
+    input_name: str
+    flops: float | None = None
+    rows: list[dict] = field(default_factory=list)
+
+
+def make_batch(kind: str, meta: contract.ModelMetadata, n: int, side: int | None = None) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if kind == contract.GENERATOR:
+        return rng.standard_normal((n, meta.latent_size), dtype=np.float32)
+    s = side or meta.input_size
+    return rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
+
+
+def count_flops(wrapper: torch.nn.Module, batch: np.ndarray) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        wrapper(torch.from_numpy(batch))
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(n: int = 4096) -> float:
+    """GFLOP/s of the fastest of numpy's and torch's fp32 n×n matrix product: the machine's practical peak."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    ta = torch.from_numpy(a)
+    best = min(min(measure(lambda: a @ a, min_runs=3, min_seconds=0.5)),
+               min(measure(lambda: ta @ ta, min_runs=3, min_seconds=0.5)))
+    return 2 * n ** 3 / best / 1e9
+
+
+# ------------------------------------------------------------------ peers
+Runner = Callable[[], object]
+
+
+def torch_eager(case: Case) -> Runner:
+    x = torch.from_numpy(case.batch)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return case.wrapper(x)
+    return run
+
+
+def torch_compiled(case: Case) -> Runner:
+    compiled = torch.compile(case.wrapper, dynamic=False)
+    x = torch.from_numpy(case.batch)
+
+    def run() -> object:
+        with torch.inference_mode():
+            return compiled(x)
+    run()  # compiles; a failure surfaces here and the row says why
+    return run
+
+
+def ort_plain(case: Case) -> Runner:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(case.onnx), providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {case.input_name: case.batch})
+
+
+def openvino_direct(hint: str | None) -> Callable[[Case], Runner]:
+    def make(case: Case) -> Runner:
+        import openvino as ov
+
+        config = {} if hint is None else {"INFERENCE_PRECISION_HINT": hint}
+        request = ov.Core().compile_model(str(case.onnx), "CPU", config).create_infer_request()
+        return lambda: request.infer({0: case.batch})
+    return make
+
+
+def artforge_backend(name: str) -> Callable[[Case], Runner]:
+    def make(case: Case) -> Runner:
+        model = load_model(case.onnx, backend=name)
+        feed = {case.input_name: case.batch}
+        make.chosen = model.backend_name  # type: ignore[attr-defined]
+        return lambda: model.infer(feed)
+    return make
+
+
+def peers(with_compile: bool) -> list[tuple[str, Callable[[Case], Runner]]]:
+    rows: list[tuple[str, Callable[[Case], Runner]]] = [("PyTorch eager", torch_eager)]
+    if with_compile:
+        rows.append(("torch.compile", torch_compiled))
+    rows += [("ONNX Runtime, plain session", ort_plain)]
+    try:
+        import openvino  # noqa: F401
+
+        rows += [("OpenVINO direct, defaults", openvino_direct(None)),
+                 ("OpenVINO direct, f32 hint", openvino_direct("f32"))]
+    except ImportError:
+        pass
+    names = available_backends()
+    rows += [("artforge onnxruntime", artforge_backend("onnxruntime"))]
+    if "openvino" in names:
+        rows += [("artforge openvino:fp32", artforge_backend("openvino:fp32")),
+                 ("artforge openvino:bf16", artforge_backend("openvino:bf16"))]
+    if "tensorrt" in names:
+        rows += [("artforge tensorrt", artforge_backend("tensorrt"))]
+    rows += [("artforge auto", artforge_backend("auto"))]
+    return rows
+
+
+def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], quick: bool) -> None:
+    n = len(case.batch)
+    for peer, make in runners:
+        row: dict = {"peer": peer}
+        try:
+            started = time.perf_counter()
+            run = make(case)
+            row["setup_s"] = time.perf_counter() - started
+            times = measure(run, min_runs=5 if quick else 10, min_seconds=0.5 if quick else 2.0)
+        except Exception as exc:  # a peer that cannot run here is a result too
+            row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            case.rows.append(row)
+            print(f"  {peer:30} failed: {row['error']}", flush=True)
+            continue
+        row.update(p50=percentile(times, 50), p90=percentile(times, 90), p99=percentile(times, 99),
+                   runs=len(times), throughput=n / percentile(times, 50))
+        if getattr(make, "chosen", None):
+            row["chosen"] = make.chosen  # type: ignore[attr-defined]
+        case.rows.append(row)
+        print(f"  {peer:30} p50 {row['p50'] * 1e3:9.1f} ms  {row['throughput']:8.1f}/s", flush=True)
+
+
+def artforge_throughput(case: Case) -> float:
+    model = load_model(case.onnx)
+    feed = {case.input_name: case.batch}
+    return len(case.batch) / percentile(measure(lambda: model.infer(feed), min_runs=3, min_seconds=0.5), 50)
+
+
+def best_batch(case_for: Callable[[int], Case], candidates: tuple[int, ...]) -> int:
+    """The batch size where artforge's auto backend has the highest throughput."""
+    return max(candidates, key=lambda n: artforge_throughput(case_for(n)))
+
+
+def model_cases(name: str, path: Path, wrapper: torch.nn.Module, meta: contract.ModelMetadata,
+                quick: bool) -> list[Case]:
+    """Batch 1 and the best batch of one model (and, for the stylizer, each image size)."""
+    input_name = contract.IO_NAMES[meta.kind][0][0]
+
+    def case_for(n: int, side: int | None = None, label: str = "") -> Case:
+        batch = make_batch(meta.kind, meta, n, side)
+        return Case(name, meta.kind, label or f"batch {n}", path, wrapper, batch, input_name)
+
+    cases = []
+    if meta.kind == contract.STYLIZER:
+        plan = [(256, (2, 4, 8))] if quick else [(256, (2, 4, 8)), (512, (2, 4)), (1024, ())]
+        for side, candidates in plan:
+            batches = [1]
+            if candidates:
+                batches.append(best_batch(lambda n, side=side: case_for(n, side), candidates))
+            cases += [case_for(n, side, f"{side}² batch {n}") for n in batches]
+        return cases
+    candidates = (8, 16, 32) if meta.kind == contract.CLASSIFIER else (16, 64, 256)
+    best = best_batch(case_for, candidates[:2] if quick else candidates)
+    for n in (1, best):
+        if meta.kind == contract.CLASSIFIER:
+            label = f"{meta.input_size}² batch {n}"
+        else:
+            label = f"{meta.latent_size}-d latents × {n}"
+        cases.append(case_for(n, label=label))
+    return cases
+
+
+# ------------------------------------------------------------- end to end
+def make_jpeg_folder(folder: Path, count: int, size: tuple[int, int]) -> None:
+    import cv2
+
+    from artforge.training.synthetic import source_photos
+
+    rng = np.random.default_rng(0)
+    photos = list(source_photos().values())
+    w, h = size
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        scale = max(w / photo.shape[1], h / photo.shape[0]) * rng.uniform(1.0, 1.5)
+        big = cv2.resize(photo, (int(photo.shape[1] * scale) + 1, int(photo.shape[0] * scale) + 1),
+                         interpolation=cv2.INTER_AREA)
+        y, x = rng.integers(0, big.shape[0] - h + 1), rng.integers(0, big.shape[1] - w + 1)
+        sub = folder / f"set{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(sub / f"photo_{i:03d}.jpg"), cv2.cvtColor(big[y:y + h, x:x + w], cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+
+def timed(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def end_to_end(work: Path, checkpoint: Path, model_dir: Path, count: int, size: tuple[int, int]) -> list[str]:
+    """`artforge stylize` against the naive script on the same folder, same model, each in a fresh process."""
+    folder = work / "photos"
+    make_jpeg_folder(folder, count, size)
+    python = sys.executable
+    repo = model_dir.parent
+    naive = timed([python, str(Path(__file__).parent / "naive_stylize.py"), str(checkpoint), str(folder),
+                   str(work / "naive")])
+    rows = [("naive script (PIL → PyTorch eager → PIL, one image at a time)", naive, None)]
+    for backend in ("auto", "onnxruntime"):
+        out = work / f"artforge-{backend.replace(':', '-')}"
+        report = work / f"report-{backend}.json"
+        wall = timed([python, "-m", "artforge.cli", "stylize", str(folder), str(out), "--repo", str(repo),
+                      "--model", model_dir.name, "--backend", backend, "--quiet", "--report", str(report)])
+        rows.append((f"`artforge stylize --backend {backend}`", wall, json.loads(report.read_text())))
+    lines = [f"{count} JPEGs of {size[0]}×{size[1]} in 3 sub-folders, zoo model `{model_dir.name}`; wall time of "
+             "the whole command in a fresh process (interpreter start, imports and model load included).", "",
+             "| tool | wall s | images/s | vs naive | model s (tool's own count) | pipeline overhead over model |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for label, wall, report in rows:
+        model_s = overhead = "—"
+        if report:
+            model_s = f"{report['model_seconds']:.2f}"
+            overhead = f"{(report['run_seconds'] / report['model_seconds'] - 1) * 100:+.1f} %"
+        lines.append(f"| {label} | {wall:.2f} | {count / wall:.2f} | {naive / wall:.2f}× | {model_s} | {overhead} |")
+    lines += ["", "Pipeline overhead = the run's wall time (after the model is loaded) over the summed time of the "
+              "model's own calls, minus one: what decoding, batching, encoding and writing add that the overlap "
+              "does not hide."]
+    return lines
+
+
+# ------------------------------------------------------------------ output
+def table(cases: list[Case], peak: float) -> list[str]:
+    lines = ["| model | input | peer | p50 ms | p90 ms | p99 ms | runs | items/s | vs PyTorch eager | GFLOP/s "
+             "(% of matmul peak) | note |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for case in cases:
+        eager = next((r for r in case.rows if r["peer"] == "PyTorch eager" and "p50" in r), None)
+        fastest_peer = min((r["p50"] for r in case.rows if "p50" in r and not r["peer"].startswith("artforge")),
+                           default=None)
+        for r in case.rows:
+            if "error" in r:
+                lines.append(f"| {case.model} | {case.label} | {r['peer']} | — | — | — | — | — | — | — | "
+                             f"cannot run here: {r['error']} |")
+                continue
+            speedup = f"{eager['p50'] / r['p50']:.2f}×" if eager else "—"
+            gflops = "—"
+            if case.flops:
+                rate = case.flops / r["p50"] / 1e9
+                gflops = f"{rate:.0f} ({rate / peak * 100:.0f} %)"
+            note = f"chose {r['chosen']}" if r.get("chosen") and r["peer"] == "artforge auto" else ""
+            if r["peer"].startswith("artforge") and fastest_peer and r["p50"] <= fastest_peer:
+                note = (note + "; " if note else "") + "≥ every peer"
+            lines.append(f"| {case.model} | {case.label} | {r['peer']} | {r['p50'] * 1e3:.1f} | {r['p90'] * 1e3:.1f} "
+                         f"| {r['p99'] * 1e3:.1f} | {r['runs']} | {r['throughput']:.1f} | {speedup} | {gflops} "
+                         f"| {note} |")
+    return lines
+
+
+def plot(cases: list[Case]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOTS.mkdir(exist_ok=True)
+    written = []
+    for kind in dict.fromkeys(c.kind for c in cases):
+        group = [c for c in cases if c.kind == kind]
+        peers_seen = list(dict.fromkeys(r["peer"] for c in group for r in c.rows if "p50" in r))
+        fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(group) + 3), 4.8))
+        width = 0.8 / max(1, len(peers_seen))
+        for i, peer in enumerate(peers_seen):
+            values = [next((r["p50"] * 1e3 for r in c.rows if r["peer"] == peer and "p50" in r), np.nan)
+                      for c in group]
+            ax.bar(np.arange(len(group)) + i * width, values, width, label=peer)
+        ax.set_xticks(np.arange(len(group)) + 0.4 - width / 2, [c.label for c in group])
+        ax.set_ylabel("p50 latency per batch, ms (log)")
+        ax.set_yscale("log")
+        ax.set_title(f"{kind}: latency by backend and input")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = PLOTS / f"latency_{kind}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def versions() -> str:
+    import onnxruntime
+
+    parts = [f"torch {torch.__version__} ({torch.get_num_threads()} threads)", f"onnxruntime {onnxruntime.__version__}"]
+    try:
+        import openvino
+
+        parts.append(f"openvino {openvino.get_version().split('-')[0]}")
+    except ImportError:
+        parts.append("openvino not installed")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few runs, to check the suite")
+    parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile)")
+    parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end folder comparison")
+    parser.add_argument("--only", choices=("classifier", "generator", "stylizer"), action="append",
+                        help="run only these kinds (repeatable)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="artforge-bench-"))
+    try:
+        run_suite(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_suite(args: argparse.Namespace, work: Path) -> None:
+    kinds = args.only or ["classifier", "generator", "stylizer"]
+    peak = matmul_peak(2048 if args.quick else 4096)
+    print(f"fp32 matmul peak: {peak:.0f} GFLOP/s", flush=True)
+    runners = peers(with_compile=not args.no_compile)
+    repo = work / "repo"
+    specs: list[tuple[str, Path, torch.nn.Module, contract.ModelMetadata]] = []
+    if "classifier" in kinds:
+        loaded = load_run(ZOO / "checkpoints" / "art_style.pt")
+        specs.append(("art_style", ZOO / "repository" / "art_style" / "1" / "model.onnx", loaded.wrapper,
+                      loaded.metadata))
+    if "generator" in kinds:
+        loaded = load_run(ZOO / "checkpoints" / "abstract_dcgan.pt")
+        specs.append(("abstract_dcgan", ZOO / "repository" / "abstract_dcgan" / "1" / "model.onnx", loaded.wrapper,
+                      loaded.metadata))
+    if "stylizer" in kinds:
+        path, wrapper = johnson_stylizer(repo)
+        specs.append(("johnson (width 1.0)", path, wrapper, load_model(path).metadata))
+
+    cases = [case for spec in specs for case in model_cases(*spec, quick=args.quick)]
+    for case in cases:
+        if case.kind == contract.STYLIZER:
+            case.flops = count_flops(case.wrapper, case.batch)
+        print(f"{case.model} {case.label}", flush=True)
+        time_case(case, runners, args.quick)
+
+    lines = ["## Benchmark suite: every peer, side by side", "",
+             f"Command: `{command_line()}`  ",
+             f"Machine: {machine()}; {versions()}.  ",
+             f"Measured fp32 matrix-product peak (numpy/torch, 4096²): **{peak:.0f} GFLOP/s**.", "",
+             "All peers take the same contract tensors (uint8 NHWC images or float latents) and return the contract's "
+             "outputs; PyTorch runs the export wrapper the ONNX graph was verified against. Times are per batch; "
+             "items/s = batch ÷ p50. `OpenVINO direct, defaults` runs in bfloat16 on CPUs with AVX512-BF16 (this "
+             "one); artforge uses fp32 unless `openvino:bf16` is asked for, so compare like with like.", ""]
+    lines += table(cases, peak)
+    written = plot(cases)
+    lines += ["", "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in written)]
+    write_section("suite", "\n".join(lines))
+    (Path(__file__).parent / "suite.json").write_text(json.dumps(
+        [{"model": c.model, "kind": c.kind, "input": c.label, "flops": c.flops, "rows": c.rows} for c in cases],
+        indent=1))
+    if not args.skip_e2e:
+        count, size = (12, (320, 240)) if args.quick else (48, (640, 480))
+        e2e = end_to_end(work, ZOO / "checkpoints" / "swirl.pt", ZOO / "repository" / "swirl", count, size)
+        write_section("end-to-end", "\n".join(["## End to end: `artforge stylize` on a folder vs a naive script", "",
+                                               f"Command: `{command_line()}`  ", f"Machine: {machine()}.", ""] + e2e))
+        print("\n".join(e2e))
+    print("wrote benchmarks/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
