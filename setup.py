@@ -48,6 +48,7 @@ EXTRAS = {
         "grpcio-tools>=1.85.1",
         "scikit-image>=0.22",
         "scikit-learn>=1.4",
+        "openvino>=2024.0",
     ],
     # CUDA libraries for the runtime; onnxruntime-gpu comes from
     # ARTFORGE_ONNXRUNTIME=gpu (see docs/install.md), never from an extra.

@@ -29,9 +29,9 @@ def test_onnxruntime_is_always_available() -> None:
 def test_auto_reports_choice_and_reason(stylizer_file: Path) -> None:
     for path in (stylizer_file, stylizer_file.parent):  # a file or its version folder
         backend = create_backend(path, threads=1)
-        assert backend.name == "onnxruntime" and backend.path == stylizer_file
-        assert "auto" in backend.reason and "ExecutionProvider" in backend.reason
-        assert backend.display_name.startswith("onnxruntime:")
+        assert backend.name in available_backends() and backend.path == stylizer_file
+        # Which backend wins is measured (tests/test_runtime_auto.py); the reason names it.
+        assert "auto" in backend.reason and backend.display_name in backend.reason
 
 
 def test_specs_and_metadata(stylizer_file: Path) -> None:

@@ -1,9 +1,12 @@
 """Backend registry: which backends exist, which work here, and "auto".
 
-A backend name is "name" or "name:option", e.g. "onnxruntime:cuda"; "auto"
-asks every registered backend for a Probe and takes the highest score whose
-artifact file is present. GPU backends must import their libraries lazily
-(inside probe/__init__) so that registering them costs nothing on CPU hosts.
+A backend name is "name" or "name:option", e.g. "onnxruntime:cuda" or
+"openvino:bf16". "auto" asks every registered backend for a Probe and keeps
+those whose artifact file is present; auto.py then picks one by a short
+measured trial on CPU-only machines (cached per model and machine), or by
+probe score (the preference rules: GPU backends 20+, OpenVINO 15, ONNX
+Runtime on CPU 10). Backends must import their libraries lazily (inside
+probe/__init__) so that registering them costs nothing where they are absent.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError
+from artforge.runtime.backends import auto
 from artforge.runtime.backends.base import Backend, Probe, TensorSpec
 from artforge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from artforge.runtime.backends.openvino_backend import OpenVinoBackend
 
-__all__ = ["Backend", "Probe", "TensorSpec", "OnnxRuntimeBackend", "register_backend", "registered_backends",
-           "registered_artifacts",
+__all__ = ["Backend", "Probe", "TensorSpec", "OnnxRuntimeBackend", "OpenVinoBackend", "register_backend",
+           "registered_backends", "registered_artifacts",
            "available_backends", "create_backend", "inspect_backend"]
 
 _REGISTRY: dict[str, type[Backend]] = {}
@@ -27,7 +32,10 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+# Registration order is inspect_backend's order: ONNX Runtime first, since
+# its unoptimised session is the cheapest way to read specs and metadata.
 register_backend(OnnxRuntimeBackend)
+register_backend(OpenVinoBackend)
 
 
 def registered_backends() -> list[str]:
@@ -68,7 +76,8 @@ def _parse(name: str) -> tuple[type[Backend] | None, str | None]:
 def create_backend(path: str | Path, name: str = "auto", threads: int | None = None) -> Backend:
     """Load the artifact at path (a file, or a version folder holding one) with the named backend.
 
-    The returned backend's `display_name` and `reason` say what was chosen and why.
+    name is "auto" (see auto.py; ARTFORGE_AUTO=rules skips the measured trial), "name" or
+    "name:option". The returned backend's `display_name` and `reason` say what was chosen and why.
     """
     path = Path(path)
     if not path.exists():
@@ -82,14 +91,13 @@ def create_backend(path: str | Path, name: str = "auto", threads: int | None = N
             raise ModelLoadError(f"backend {cls.name} is not available on this machine; "
                                  f"available: {', '.join(available_backends()) or 'none'}")
         return cls(artifact, option=option, threads=threads, reason=f"backend {name!r} was asked for")
-    for backend_name in available_backends():
-        cls = _REGISTRY[backend_name]
-        artifact = _artifact(cls, path)
-        if artifact is not None:
-            return cls(artifact, option=None, threads=threads,
-                       reason=f"auto picked {backend_name}, the best backend available here")
-    expected = " or ".join(registered_artifacts())
-    raise NotFoundError(f"{path}: no model artifact that an available backend can load (looked for {expected})")
+    candidates = [auto.Candidate(_REGISTRY[backend_name], probe, artifact)
+                  for backend_name, probe in available_backends().items()
+                  if (artifact := _artifact(_REGISTRY[backend_name], path)) is not None]
+    if not candidates:
+        expected = " or ".join(registered_artifacts())
+        raise NotFoundError(f"{path}: no model artifact that an available backend can load (looked for {expected})")
+    return auto.choose(candidates, threads)
 
 
 def inspect_backend(path: str | Path) -> Backend:
