@@ -30,8 +30,10 @@ lint: $(VENV)/.full
 zoo: $(VENV)/.full
 	$(VENV)/bin/artforge zoo build
 
+# The whole benchmark suite (about 15 minutes on 2 cores); writes benchmarks/RESULTS.md and plots.
 bench: $(VENV)/.full
-	$(PY) benchmarks/bench_runtime.py
+	$(PIP) -e '.[train,dev,bench]'
+	$(PY) benchmarks/bench_suite.py
 
 clean:
 	rm -rf $(VENV) out

@@ -55,6 +55,8 @@ EXTRAS = {
     "gpu": ["cuda-python>=12"],
     "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
     "openvino": ["openvino>=2024.0"],
+    # plots of the benchmark suite (benchmarks/bench_suite.py)
+    "bench": ["matplotlib>=3.8"],
 }
 
 setup(
