@@ -162,3 +162,23 @@ def test_every_backend_refusing_the_file_names_the_file(tmp_path: Path) -> None:
     garbage.write_bytes(b"\x00 not protobuf \xff" * 10)
     with pytest.raises(ModelLoadError, match="model.onnx: ONNX Runtime cannot load this model"):
         create_backend(garbage)
+
+
+def test_auto_bf16_lets_the_trial_consider_reduced_precision(model: Path, cache: Path) -> None:
+    from artforge.runtime.backends.openvino_backend import cpu_capabilities
+
+    if "BF16" not in cpu_capabilities():
+        pytest.skip("this CPU has no bf16 support for OpenVINO to use")
+    backend = create_backend(model, "auto:bf16", threads=1)
+    assert backend.reason.startswith("auto measured ")
+    (decision,) = _decisions(cache)
+    assert set(decision["timings_ms"]) == {*CPU_CHOICES, "openvino:bf16"}
+    # Plain auto never considers bf16, and keeps a decision of its own.
+    create_backend(model, "auto", threads=1)
+    decisions = _decisions(cache)
+    assert len(decisions) == 2 and sum("openvino:bf16" in d["timings_ms"] for d in decisions) == 1
+
+
+def test_auto_with_an_unknown_precision_is_refused(model: Path) -> None:
+    with pytest.raises(InvalidInputError, match="auto:bf16"):
+        create_backend(model, "auto:fp16")

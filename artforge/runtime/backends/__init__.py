@@ -60,10 +60,17 @@ def _artifact(cls: type[Backend], path: Path) -> Path | None:
     return path if path.suffix == Path(cls.artifact).suffix else None
 
 
+#: reduced precisions "auto:<precision>" lets the trial consider (opt-in: they change the pixels slightly)
+AUTO_PRECISIONS = ("bf16",)
+
+
 def _parse(name: str) -> tuple[type[Backend] | None, str | None]:
     base, _, option = name.partition(":")
-    if base == "auto" and not option:
-        return None, None
+    if base == "auto":
+        if option and option not in AUTO_PRECISIONS:
+            raise InvalidInputError(f"unknown option {option!r} for auto; use auto or "
+                                    f"{', '.join('auto:' + p for p in AUTO_PRECISIONS)}")
+        return None, option or None
     cls = _REGISTRY.get(base)
     if cls is None:
         raise InvalidInputError(f"unknown backend {name!r}; use auto or one of {', '.join(_REGISTRY)} "
@@ -76,8 +83,9 @@ def _parse(name: str) -> tuple[type[Backend] | None, str | None]:
 def create_backend(path: str | Path, name: str = "auto", threads: int | None = None) -> Backend:
     """Load the artifact at path (a file, or a version folder holding one) with the named backend.
 
-    name is "auto" (see auto.py; ARTFORGE_AUTO=rules skips the measured trial), "name" or
-    "name:option". The returned backend's `display_name` and `reason` say what was chosen and why.
+    name is "auto" (see auto.py; ARTFORGE_AUTO=rules skips the measured trial), "auto:bf16"
+    (the trial may also pick a bf16 option), "name" or "name:option". The returned backend's
+    `display_name` and `reason` say what was chosen and why.
     """
     path = Path(path)
     if not path.exists():
@@ -94,6 +102,11 @@ def create_backend(path: str | Path, name: str = "auto", threads: int | None = N
     candidates = [auto.Candidate(_REGISTRY[backend_name], probe, artifact)
                   for backend_name, probe in available_backends().items()
                   if (artifact := _artifact(_REGISTRY[backend_name], path)) is not None]
+    if option is not None:
+        # "auto:bf16": the same trial, with each backend's reduced-precision
+        # option as one more contender (a CPU without bf16 drops out of the trial).
+        candidates += [auto.Candidate(c.cls, Probe(c.probe.score, option, f"{option} was allowed"), c.artifact)
+                       for c in candidates if option in c.cls.options() and c.probe.option != option]
     if not candidates:
         expected = " or ".join(registered_artifacts())
         raise NotFoundError(f"{path}: no model artifact that an available backend can load (looked for {expected})")
