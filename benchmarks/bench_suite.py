@@ -172,6 +172,8 @@ def peers(with_compile: bool) -> list[tuple[str, Callable[[Case], Runner]]]:
     if "tensorrt" in names:
         rows += [("artforge tensorrt", artforge_backend("tensorrt"))]
     rows += [("artforge auto", artforge_backend("auto"))]
+    if "openvino" in names:
+        rows += [("artforge auto:bf16", artforge_backend("auto:bf16"))]
     return rows
 
 
@@ -314,12 +316,42 @@ def table(cases: list[Case], peak: float) -> list[str]:
             if case.flops:
                 rate = case.flops / r["p50"] / 1e9
                 gflops = f"{rate:.0f} ({rate / peak * 100:.0f} %)"
-            note = f"chose {r['chosen']}" if r.get("chosen") and r["peer"] == "artforge auto" else ""
+            note = f"chose {r['chosen']}" if r.get("chosen") and r["peer"].startswith("artforge auto") else ""
             if r["peer"].startswith("artforge") and fastest_peer and r["p50"] <= fastest_peer:
                 note = (note + "; " if note else "") + "≥ every peer"
             lines.append(f"| {case.model} | {case.label} | {r['peer']} | {r['p50'] * 1e3:.1f} | {r['p90'] * 1e3:.1f} "
                          f"| {r['p99'] * 1e3:.1f} | {r['runs']} | {r['throughput']:.1f} | {speedup} | {gflops} "
                          f"| {note} |")
+    return lines
+
+
+#: peers whose arithmetic is reduced precision on this CPU (OpenVINO defaults to bf16 where AVX512-BF16 exists)
+REDUCED = {"OpenVINO direct, defaults", "artforge openvino:bf16", "artforge auto:bf16"}
+
+
+def summary(cases: list[Case]) -> list[str]:
+    """artforge against the fastest peer, like with like: exact fp32 vs exact, bf16-allowed vs anything."""
+    lines = ["| model | input | fastest exact peer | artforge auto | ratio | fastest peer of any precision "
+             "| artforge auto:bf16 | ratio |", "| --- | --- | --- | ---: | ---: | --- | ---: | ---: |"]
+
+    def best(rows: list[dict]) -> dict | None:
+        return min(rows, key=lambda r: r["p50"], default=None)
+
+    for case in cases:
+        timed = [r for r in case.rows if "p50" in r]
+        outside = [r for r in timed if not r["peer"].startswith("artforge")]
+        exact_peer = best([r for r in outside if r["peer"] not in REDUCED])
+        any_peer = best(outside)
+        mine = {r["peer"]: r for r in timed}
+        cells = []
+        for peer, ours in ((exact_peer, mine.get("artforge auto")), (any_peer, mine.get("artforge auto:bf16"))):
+            if peer and ours:
+                cells += [f"{peer['peer']} {peer['p50'] * 1e3:.1f} ms", f"{ours['p50'] * 1e3:.1f} ms",
+                          f"{peer['p50'] / ours['p50']:.2f}×"]
+            else:
+                cells += ["—", "—", "—"]
+        lines.append(f"| {case.model} | {case.label} | " + " | ".join(cells) + " |")
+    lines += ["", "ratio = the peer's p50 ÷ artforge's p50: above 1 means artforge is faster."]
     return lines
 
 
@@ -415,7 +447,8 @@ def run_suite(args: argparse.Namespace, work: Path) -> None:
              "outputs; PyTorch runs the export wrapper the ONNX graph was verified against. Times are per batch; "
              "items/s = batch ÷ p50. `OpenVINO direct, defaults` runs in bfloat16 on CPUs with AVX512-BF16 (this "
              "one); artforge uses fp32 unless `openvino:bf16` is asked for, so compare like with like.", ""]
-    lines += table(cases, peak)
+    lines += ["### artforge against the fastest peer", ""] + summary(cases)
+    lines += ["", "### Every peer", ""] + table(cases, peak)
     written = plot(cases)
     lines += ["", "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in written)]
     write_section("suite", "\n".join(lines))
