@@ -53,7 +53,8 @@ EXTRAS = {
     # CUDA libraries for the runtime; onnxruntime-gpu comes from
     # ARTFORGE_ONNXRUNTIME=gpu (see docs/install.md), never from an extra.
     "gpu": ["cuda-python>=12"],
-    "tensorrt": ["tensorrt>=10", "cuda-python>=12"],
+    # build-engine reads and rewrites ONNX graphs, hence onnx.
+    "tensorrt": ["tensorrt>=10", "cuda-python>=12", "onnx>=1.16"],
     "openvino": ["openvino>=2024.0"],
     # plots of the benchmark suite (benchmarks/bench_suite.py)
     "bench": ["matplotlib>=3.8"],

@@ -1,25 +1,30 @@
-"""torch -> ONNX export, verification and the Triton-style model repository writer.
+"""torch -> ONNX export, verification, precision variants, TensorRT engines and the
+Triton-style model repository writer.
 
-This package imports torch; runtime/ and serving/ must never import it.
+The names below load on first use (PEP 562), so that torch-free submodules
+(tensorrt, precision) can be imported without torch. runtime/ and serving/
+must never import this package.
 """
 
-from artforge.export.onnx_export import (
-    DEFAULT_OPSET,
-    LoadedRun,
-    add_arguments,
-    export_onnx,
-    export_run,
-    load_run,
-    publish,
-    run_from_args,
-    set_metadata,
-)
-from artforge.export.repository import next_version, triton_config, validate_name, write_model
-from artforge.export.verify import ParityReport, check_graph, compare, verify_model
-from artforge.export.wrappers import ClassifierWrapper, GeneratorWrapper, StylizerWrapper, wrap
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DEFAULT_OPSET", "ClassifierWrapper", "GeneratorWrapper", "LoadedRun", "ParityReport", "StylizerWrapper",
-    "add_arguments", "check_graph", "compare", "export_onnx", "export_run", "load_run", "next_version", "publish",
-    "run_from_args", "set_metadata", "triton_config", "validate_name", "verify_model", "wrap", "write_model",
-]
+_EXPORTS = {
+    "artforge.export.onnx_export": ("DEFAULT_OPSET", "LoadedRun", "add_arguments", "export_onnx", "export_run",
+                                    "load_run", "publish", "run_from_args", "set_metadata"),
+    "artforge.export.repository": ("next_version", "triton_config", "validate_name", "write_model"),
+    "artforge.export.verify": ("ParityReport", "check_graph", "compare", "verify_model"),
+    "artforge.export.wrappers": ("ClassifierWrapper", "GeneratorWrapper", "StylizerWrapper", "wrap"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

@@ -18,10 +18,11 @@ from artforge.runtime.backends import auto
 from artforge.runtime.backends.base import Backend, Probe, TensorSpec
 from artforge.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from artforge.runtime.backends.openvino_backend import OpenVinoBackend
+from artforge.runtime.backends.tensorrt_backend import TensorRTBackend
 
-__all__ = ["Backend", "Probe", "TensorSpec", "OnnxRuntimeBackend", "OpenVinoBackend", "register_backend",
-           "registered_backends", "registered_artifacts",
-           "available_backends", "create_backend", "inspect_backend"]
+__all__ = ["Backend", "Probe", "TensorSpec", "OnnxRuntimeBackend", "OpenVinoBackend", "TensorRTBackend",
+           "register_backend", "registered_backends", "registered_artifacts", "available_backends", "create_backend",
+           "inspect_backend"]
 
 _REGISTRY: dict[str, type[Backend]] = {}
 
@@ -36,6 +37,8 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
 # its unoptimised session is the cheapest way to read specs and metadata.
 register_backend(OnnxRuntimeBackend)
 register_backend(OpenVinoBackend)
+# Native engines (model.plan); its probe is None without tensorrt, cuda-python and a CUDA device.
+register_backend(TensorRTBackend)
 
 
 def registered_backends() -> list[str]:
