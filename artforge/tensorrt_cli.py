@@ -1,9 +1,8 @@
 """Arguments of `artforge build-engine`, kept apart from artforge/export/tensorrt.py.
 
-Importing anything under artforge.export imports torch (the package's
-__init__), and the CLI parser must stay torch-free; so this module holds only
-argparse definitions and a requirements check, and imports the builder once
-TensorRT and a GPU are known to be present. On a machine without them the
+The CLI parser is built for every artforge command, so this module holds
+only argparse definitions and a requirements check; the builder (onnx,
+onnxruntime) is imported once TensorRT and a GPU are known to be present. On a machine without them the
 command ends with one sentence (exit 2), before any slow import.
 """
 
@@ -14,7 +13,8 @@ from pathlib import Path
 
 from artforge.errors import ModelLoadError
 
-# Mirrors of artforge.export.tensorrt's defaults (importing it here would import torch).
+# Mirrors of artforge.export.tensorrt's defaults (importing it here would load onnx for every command);
+# tests/test_tensorrt.py checks that they agree.
 PRECISIONS = ("fp16", "fp32", "int8")
 INSTANCE_NORM_MODES = ("auto", "native", "decomposed")
 DEFAULT_WORKSPACE_MB = 4096

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,13 @@ from artforge.export.tensorrt import (
     timing_cache_path,
 )
 from artforge.runtime.backends import tensorrt_backend as trt_backend
+from artforge.runtime.backends.base import TensorSpec
 from artforge.runtime.backends.tensorrt_backend import (
     Environment,
     TensorRTBackend,
     batch_slices,
     check_plan,
+    graph_step,
     profile_problem,
     read_plan_metadata,
     stale_reasons,
@@ -186,6 +189,15 @@ def test_runtime_shape_checks_and_batch_splitting() -> None:
     assert "rank 4" in profile_problem("image", (1, 64, 64), profile)
     assert list(batch_slices(5, 2)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
     assert list(batch_slices(2, 8)) == [slice(0, 2)]
+
+
+def test_cuda_graphs_are_captured_on_a_repeated_shape_and_dropped_when_it_changes() -> None:
+    a, b = ((1, 64, 64, 3),), ((1, 32, 32, 3),)
+    assert graph_step(False, a, a, False) == "plain"  # graphs off
+    assert graph_step(True, None, a, False) == "plain"  # first launch: TensorRT's shape setup
+    assert graph_step(True, a, a, False) == "capture"
+    assert graph_step(True, a, a, True) == "replay"
+    assert graph_step(True, a, b, True) == "plain"  # a graph for the old shape is never replayed
 
 
 # ------------------------------------------------ instance-norm decomposition
@@ -334,6 +346,18 @@ def test_build_engine_without_tensorrt_is_one_sentence_and_imports_no_torch(tmp_
         f"artforge: error: build-engine needs TensorRT and a CUDA GPU, and {MISSING}"]
 
 
+def test_cli_choices_mirror_the_builder_and_the_builder_needs_no_torch() -> None:
+    from artforge import tensorrt_cli
+
+    assert set(tensorrt_cli.PRECISIONS) == set(trt_build.PRECISIONS)
+    assert tensorrt_cli.INSTANCE_NORM_MODES == trt_build.INSTANCE_NORM_MODES
+    assert tensorrt_cli.DEFAULT_WORKSPACE_MB == trt_build.DEFAULT_WORKSPACE_MB
+    # A GPU box with the runtime and [tensorrt] only (no torch) must be able to build.
+    code = "import sys\nimport artforge.export.tensorrt\nassert 'torch' not in sys.modules\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.skipif(MISSING is None, reason="TensorRT and a GPU are present")
 def test_backend_is_unavailable_here_and_loads_nothing(tmp_path: Path) -> None:
     assert TensorRTBackend.probe() is None
@@ -362,6 +386,116 @@ def test_inspect_reads_specs_and_metadata_from_the_json_alone(tmp_path: Path) ->
     assert backend.display_name == "tensorrt:fp16" and backend.profiles["image"]["max"] == [2, 128, 128, 3]
     with pytest.raises(ModelLoadError, match="inspection only"):
         backend.run({"image": np.zeros((1, 8, 8, 3), np.uint8)})
+
+
+# ------------------------------------- the build flow, ONNX Runtime standing in
+_ORT_DTYPES = {"tensor(uint8)": np.dtype(np.uint8), "tensor(float)": np.dtype(np.float32)}
+
+
+class _OrtEngineRunner:
+    """EngineRunner's interface over an ONNX Runtime session; the "plan" is the ONNX graph the builder got."""
+
+    def __init__(self, plan: bytes, source: str, contexts: int | None = None, graphs: bool | None = None,
+                 device: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(plan, options, providers=["CPUExecutionProvider"])
+
+        def spec(value: ort.NodeArg) -> TensorSpec:
+            return TensorSpec(value.name, _ORT_DTYPES[value.type],
+                              tuple(d if isinstance(d, int) else None for d in value.shape))
+
+        self.inputs = tuple(spec(v) for v in self.session.get_inputs())
+        self.outputs = tuple(spec(v) for v in self.session.get_outputs())
+        self.dtypes = {s.name: s.dtype for s in (*self.inputs, *self.outputs)}
+        self.profiles: dict = {}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip([s.name for s in self.outputs], self.session.run(None, feeds), strict=True))
+
+    def close(self) -> None:
+        pass
+
+
+class _BrokenEngineRunner(_OrtEngineRunner):
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: 255 - out for name, out in super().run(feeds).items()}
+
+
+def test_build_flow_on_cpu_with_onnx_runtime_standing_in_for_tensorrt(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only _build_plan and EngineRunner (the code that needs TensorRT) are replaced; profiles, the
+    # instance-norm choice, the timing cache file, parity, metadata, --rebuild-stale and the backend's
+    # load checks are the real code.
+    environment = Environment("10.9.0", "NVIDIA H100 80GB HBM3", "9.0")
+    monkeypatch.setattr(trt_backend, "missing_requirements", lambda: None)
+    monkeypatch.setattr(trt_backend, "cuda_environment", lambda device=0: environment)
+    monkeypatch.setattr(trt_backend, "EngineRunner", _OrtEngineRunner)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    monkeypatch.setenv("ARTFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    built: list[tuple[bool, dict, bytes]] = []
+
+    def fake_build(onnx_bytes: bytes, source: str, profile: dict, options: trt_build.BuildOptions,
+                   timing_cache: bytes, *rest: object) -> tuple[bytes, bytes]:
+        graph = onnx.load_from_string(onnx_bytes)
+        built.append((trt_build.has_op(graph, "InstanceNormalization"), profile, timing_cache))
+        return onnx_bytes, timing_cache + b"t"
+
+    monkeypatch.setattr(trt_build, "_build_plan", fake_build)
+    repo = tmp_path / "repo"
+    shutil.copytree(ZOO / "swirl", repo / "swirl")
+    options = trt_build.BuildOptions(max_batch=2, min_side=32, opt_side=48, max_side=64)
+    plan = trt_build.build_engine(repo, "swirl", options=options, log=None)
+
+    assert [native for native, _, _ in built] == [True, False]  # auto: native, then decomposed
+    assert built[0][1]["image"] == ShapeRange((1, 32, 32, 3), (1, 48, 48, 3), (2, 64, 64, 3))
+    cache_file = timing_cache_path(environment)
+    assert built[1][2] == b"t" and cache_file.read_bytes() == b"tt"  # one cache threaded through both builds
+    meta = read_plan_metadata(plan)
+    assert meta["instance_norm"]["choice"] in ("native", "decomposed")
+    assert set(meta["instance_norm"]["timings_ms"]) == {"native", "decomposed"}
+    assert meta["parity"]["passed"] and [c["profile_shape"] for c in meta["parity"]["cases"]] == ["min", "opt", "max"]
+    assert meta["gpu_name"] == environment.gpu_name and meta["precision"] == "fp16"
+    assert meta["onnx_sha256"] == trt_backend.file_sha256(repo / "swirl" / "1" / "model.onnx")
+    assert meta["metadata_props"][contract.KEY_KIND] == contract.STYLIZER
+    assert meta["profiles"][0]["image"]["max"] == [2, 64, 64, 3]
+
+    # --rebuild-stale keeps a current engine; a new TensorRT version makes it stale.
+    assert trt_build.build_engine(repo, "swirl", options=trt_build.BuildOptions(rebuild_stale=True),
+                                  log=None) == plan and len(built) == 2
+    from artforge.runtime import Repository
+
+    model = Repository(repo).load("swirl", backend="tensorrt")
+    assert model.backend_name == "tensorrt:fp16"
+    image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    expected = Repository(repo).load("swirl", backend="onnxruntime:cpu").stylize(image)
+    np.testing.assert_array_equal(model.stylize(image), expected)
+    newer = Environment("10.10.0", environment.gpu_name, environment.compute_capability)
+    monkeypatch.setattr(trt_backend, "cuda_environment", lambda device=0: newer)
+    with pytest.raises(ModelLoadError, match="built for TensorRT 10.9.0, this machine has 10.10.0.*build-engine swirl"):
+        Repository(repo).load("swirl", backend="tensorrt")
+    trt_build.build_engine(repo, "swirl", options=trt_build.BuildOptions(rebuild_stale=True, instance_norm="native",
+                                                                         max_side=64), log=None)
+    assert len(built) == 3 and read_plan_metadata(plan)["tensorrt_version"] == "10.10.0"
+
+    # An engine that disagrees with ONNX Runtime is refused and nothing is written.
+    monkeypatch.setattr(trt_backend, "EngineRunner", _BrokenEngineRunner)
+    plan.unlink()
+    with pytest.raises(ParityError, match="disagrees with ONNX Runtime on 'stylized' at the profile's min"):
+        trt_build.build_engine(repo, "swirl", options=trt_build.BuildOptions(instance_norm="native", max_side=64),
+                               log=None)
+    assert not plan.exists()
+
+
+def test_instance_norm_variants_and_their_calibration_caches(tmp_path: Path) -> None:
+    assert trt_build.instance_norm_variants("auto", True) == ["native", "decomposed"]
+    assert trt_build.instance_norm_variants("decomposed", True) == ["decomposed"]
+    assert trt_build.instance_norm_variants("native", True) == ["native"]
+    assert trt_build.instance_norm_variants("auto", False) == ["native"]
+    cache = tmp_path / "calibration.cache"
+    assert trt_build.calibration_cache_for(cache, "native") == cache
+    assert trt_build.calibration_cache_for(cache, "decomposed") == tmp_path / "calibration.decomposed.cache"
 
 
 # ------------------------------------------------------------------- GPU
@@ -410,9 +544,14 @@ def test_gpu_stylizer_engine_builds_checks_and_runs(tmp_path: Path, monkeypatch:
     monkeypatch.setenv(trt_backend.ENV_CUDA_GRAPHS, "1")
     graphed = Repository(repo).load("swirl", backend="tensorrt")
     feeds = {"image": batch[:1]}
-    first, second = graphed.infer(feeds)["stylized"], graphed.infer(feeds)["stylized"]  # capture, then replay
-    np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(first, model.infer(feeds)["stylized"])
+    # plain launch, capture + launch, replay; then a shape change drops the graph and launches plainly
+    runs = [graphed.infer(feeds)["stylized"] for _ in range(3)]
+    for result in runs[1:]:
+        np.testing.assert_array_equal(runs[0], result)
+    np.testing.assert_array_equal(runs[0], model.infer(feeds)["stylized"])
+    other = {"image": batch[:1, :32, :32]}
+    np.testing.assert_array_equal(graphed.infer(other)["stylized"], model.infer(other)["stylized"])
+    np.testing.assert_array_equal(graphed.infer(feeds)["stylized"], runs[0])
 
     onnx_file = repo / "swirl" / "1" / "model.onnx"
     changed = onnx.load(str(onnx_file))

@@ -433,6 +433,19 @@ class BuildOptions:
         _check_count(self.workspace_mb, "--workspace-mb")
 
 
+def instance_norm_variants(mode: str, has_instance_norm: bool) -> list[str]:
+    """Which engines to build: "native" (the graph as it is) and/or "decomposed" (decompose_instance_norm)."""
+    if not has_instance_norm or mode == "native":
+        return ["native"]
+    return ["native", "decomposed"] if mode == "auto" else ["decomposed"]
+
+
+def calibration_cache_for(cache: Path, variant: str) -> Path:
+    """The int8 calibration cache of one variant; the decomposed graph has other tensor names, so its own file."""
+    cache = Path(cache)
+    return cache if variant == "native" else cache.with_name(f"{cache.stem}.{variant}{cache.suffix or '.cache'}")
+
+
 @dataclass
 class _Variant:
     label: str
@@ -454,19 +467,27 @@ def _make_calibrator(trt: Any, batches: Iterator[np.ndarray], batch_size: int, c
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._batches = batches
             self._device = _Buffer()
+            #: an error raised inside get_batch; TensorRT cannot carry it out of the build, so build_engine does
+            self.error: BaseException | None = None
 
         def get_batch_size(self) -> int:
             return batch_size
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(self._batches, None)
-            if batch is None:
-                return None  # no more data: TensorRT computes the scales now
-            batch = np.ascontiguousarray(batch)
-            self._device.ensure(batch.nbytes)
-            runtime = cudart()
-            cuda_check(runtime.cudaMemcpy(self._device.pointer, batch.ctypes.data, batch.nbytes,
-                                          runtime.cudaMemcpyKind.cudaMemcpyHostToDevice), "calibration copy")
+            if self.error is not None:
+                return None
+            try:
+                batch = next(self._batches, None)
+                if batch is None:
+                    return None  # no more data: TensorRT computes the scales now
+                batch = np.ascontiguousarray(batch)
+                self._device.ensure(batch.nbytes)
+                runtime = cudart()
+                cuda_check(runtime.cudaMemcpy(self._device.pointer, batch.ctypes.data, batch.nbytes,
+                                              runtime.cudaMemcpyKind.cudaMemcpyHostToDevice), "calibration copy")
+            except Exception as error:  # re-raised by build_engine once the build returns
+                self.error = error
+                return None
             return [self._device.pointer]
 
         def read_calibration_cache(self) -> bytes | None:
@@ -656,9 +677,6 @@ def build_engine(repo: Path | str, name: str, version: int | str | None = None,
     calibration_cache = options.calibration_cache or folder / CALIBRATION_CACHE
     if options.precision == "int8" and not explicit_int8:
         calibration_shape = (CALIBRATION_BATCH, *profile[meta.input_name].opt[1:])
-        if options.calibration is None and not calibration_cache.is_file() and meta.kind != contract.GENERATOR:
-            raise InvalidInputError(f"int8 for {name} needs a QDQ-quantized model.onnx, a calibration cache "
-                                    f"({calibration_cache}) or --calibration DIR (a folder of representative images)")
         if options.calibration is not None:
             calibration_files(options.calibration)  # fail on a bad folder before the slow build
         calibration_info = {"method": "IInt8EntropyCalibrator2", "cache": str(calibration_cache),
@@ -670,17 +688,25 @@ def build_engine(repo: Path | str, name: str, version: int | str | None = None,
     def calibrator_for(label: str) -> Any | None:
         if calibration_shape is None:
             return None
-        # The decomposed graph has other tensor names, so its scales live in their own cache.
-        cache = calibration_cache if label == "native" else calibration_cache.with_suffix(f".{label}.cache")
+        cache = calibration_cache_for(calibration_cache, label)
         batches = calibration_batches(meta, calibration_shape, options.calibration)
         return _make_calibrator(trt, batches, CALIBRATION_BATCH, cache)
 
-    variants = ["native"]
     has_instance_norm = has_op(model, "InstanceNormalization")
-    if has_instance_norm and options.instance_norm in ("auto", "decomposed"):
-        variants = ["native", "decomposed"] if options.instance_norm == "auto" else ["decomposed"]
-    elif options.instance_norm == "decomposed":
+    variants = instance_norm_variants(options.instance_norm, has_instance_norm)
+    if options.instance_norm == "decomposed" and not has_instance_norm:
         say("this model has no InstanceNormalization; building it as it is")
+    if calibration_shape is not None and options.calibration is None and meta.kind != contract.GENERATOR:
+        # Without images only a variant whose calibration cache exists can be calibrated.
+        usable = [v for v in variants if calibration_cache_for(calibration_cache, v).is_file()]
+        if not usable:
+            raise InvalidInputError(f"int8 for {name} needs a QDQ-quantized model.onnx, a calibration cache "
+                                    f"({calibration_cache_for(calibration_cache, variants[0])}) or --calibration DIR "
+                                    "(a folder of representative images)")
+        if usable != variants:
+            say(f"no calibration cache for the {', '.join(v for v in variants if v not in usable)} form and no "
+                "--calibration DIR, so it is not built")
+        variants = usable
 
     cache_path = options.timing_cache or timing_cache_path(environment)
     timing_cache = cache_path.read_bytes() if cache_path.is_file() else b""
@@ -698,6 +724,9 @@ def build_engine(repo: Path | str, name: str, version: int | str | None = None,
         finally:
             if calibrator is not None:
                 calibrator.close()
+        if calibrator is not None and calibrator.error is not None:
+            # Calibration stopped early, so the scales (and the engine) are not to be trusted.
+            raise calibrator.error
         variant = _Variant(label, plan)
         if len(variants) > 1:
             runner = EngineRunner(plan, f"{plan_path} ({label})", contexts=1, graphs=False)

@@ -20,8 +20,9 @@ the profile's largest shape), so a pool bounded by ARTFORGE_TRT_CONTEXTS
 tensor name; dynamic shapes are set with set_input_shape; device buffers grow
 (to the next power of two) as shapes grow and are reused otherwise. A batch
 larger than the profile's maximum is split. With ARTFORGE_TRT_CUDA_GRAPHS=1
-each slot captures the engine launch as a CUDA graph per input shape and
-replays it, which removes per-layer launch overhead for fixed-shape traffic.
+a slot that sees the same input shape twice in a row captures the engine
+launch as a CUDA graph and replays it while the shape stays the same, which
+removes per-layer launch overhead for fixed-shape traffic (graph_step).
 
 Everything touching tensorrt or cuda-python is imported lazily, so importing
 this module costs nothing on CPU-only hosts; probe() says None there. The
@@ -32,7 +33,6 @@ unit-tested on CPU; the GPU parts have never run in this repository's CI
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
 import json
@@ -59,11 +59,9 @@ PLAN_FORMAT = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 #: environment: how many execution contexts one loaded engine may create
 ENV_CONTEXTS = "ARTFORGE_TRT_CONTEXTS"
-#: environment: "1" captures and replays CUDA graphs per input shape
+#: environment: "1" captures and replays a CUDA graph while the input shape stays the same
 ENV_CUDA_GRAPHS = "ARTFORGE_TRT_CUDA_GRAPHS"
 DEFAULT_CONTEXTS = 2
-#: captured graphs kept per slot (one per input shape); the oldest is dropped beyond this
-MAX_GRAPHS = 8
 _REQUIRED = ("format", "tensorrt_version", "gpu_name", "compute_capability", "precision", "profiles",
              "metadata_props", "inputs", "outputs", "plan_sha256")
 
@@ -181,6 +179,21 @@ def batch_slices(count: int, limit: int) -> Iterator[slice]:
 def spec_from_json(entry: Mapping[str, Any]) -> TensorSpec:
     shape = tuple(None if d is None or int(d) < 0 else int(d) for d in entry["shape"])
     return TensorSpec(str(entry["name"]), np.dtype(entry["dtype"]), shape)
+
+
+def graph_step(enabled: bool, last_shapes: tuple | None, shapes: tuple, captured: bool) -> str:
+    """How a slot launches its engine: "plain", "capture" (then launch the graph) or "replay".
+
+    TensorRT does shape-dependent setup on the first launch after
+    set_input_shape changes a shape, and that setup must not be inside a
+    graph; it may also rewrite context state that a graph captured for an
+    earlier shape reads. So a graph is captured only on the second launch
+    in a row with the same shapes, and is valid only until the shapes change
+    (the slot then drops it). Alternating shapes therefore never use graphs.
+    """
+    if not enabled or shapes != last_shapes:
+        return "plain"
+    return "replay" if captured else "capture"
 
 
 def _context_count() -> int:
@@ -319,17 +332,20 @@ class _Slot:
         self.inputs, self.outputs = list(inputs), list(outputs)
         self.buffers = {name: _Buffer() for name in (*inputs, *outputs)}
         self.use_graphs = graphs
-        # input shapes -> (graph, graph_exec), oldest first
-        self.graphs: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
+        #: input shapes of the last launch (what the context's shape state describes)
+        self.last_shapes: tuple | None = None
+        #: (graph, graph_exec) captured for last_shapes, or None
+        self.graph: tuple[Any, Any] | None = None
 
     def _drop_graphs(self) -> None:
-        runtime = cudart()
-        for graph, executable in self.graphs.values():
+        if self.graph is not None:
+            runtime = cudart()
+            graph, executable = self.graph
             runtime.cudaGraphExecDestroy(executable)
             runtime.cudaGraphDestroy(graph)
-        self.graphs.clear()
+            self.graph = None
 
-    def _capture(self, key: tuple) -> Any | None:
+    def _capture(self) -> Any | None:
         """Capture one engine launch on this stream as a CUDA graph; None (and graphs off) when it cannot be."""
         runtime = cudart()
         stream = self.stream
@@ -356,11 +372,7 @@ class _Slot:
             log.warning("CUDA graph capture failed (%s); running this engine without CUDA graphs", error)
             self.use_graphs = False
             return None
-        self.graphs[key] = (graph, executable)
-        while len(self.graphs) > MAX_GRAPHS:
-            _, (old_graph, old_executable) = self.graphs.popitem(last=False)
-            runtime.cudaGraphExecDestroy(old_executable)
-            runtime.cudaGraphDestroy(old_graph)
+        self.graph = (graph, executable)
         return executable
 
     def run(self, feeds: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype]) -> dict[str, np.ndarray]:
@@ -391,21 +403,21 @@ class _Slot:
             cuda_check(runtime.cudaMemcpyAsync(self.buffers[name].pointer, array.ctypes.data, array.nbytes,
                                                runtime.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
                        "copy to the GPU")
-        key = tuple(tuple(feeds[name].shape) for name in self.inputs)
-        captured = self.graphs.get(key) if self.use_graphs else None
-        if captured is not None:
-            executable = captured[1]
-            self.graphs.move_to_end(key)
+        shapes_now = tuple(tuple(feeds[name].shape) for name in self.inputs)
+        step = graph_step(self.use_graphs, self.last_shapes, shapes_now, self.graph is not None)
+        if shapes_now != self.last_shapes:
+            self._drop_graphs()  # captured for the old shapes, whose context state is gone
+        self.last_shapes = shapes_now
+        executable = None
+        if step == "replay":
+            assert self.graph is not None
+            executable = self.graph[1]
+        elif step == "capture":
+            executable = self._capture()  # None when capture failed; graphs are then off for this slot
+        if executable is not None:
             cuda_check(runtime.cudaGraphLaunch(executable, stream), "cudaGraphLaunch")
-        else:
-            # A plain launch first even with graphs on: TensorRT does its
-            # shape-dependent setup on the first launch after a shape change,
-            # and that setup must not end up inside the captured graph.
-            if not context.execute_async_v3(handle(stream)):
-                raise ArtforgeError("TensorRT failed to enqueue the engine (execute_async_v3 returned False)")
-            if self.use_graphs:
-                cuda_check(runtime.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-                self._capture(key)
+        elif not context.execute_async_v3(handle(stream)):
+            raise ArtforgeError("TensorRT failed to enqueue the engine (execute_async_v3 returned False)")
         results = {}
         for name in self.outputs:
             out = np.empty(shapes[name], dtype=dtypes[name])
