@@ -36,7 +36,9 @@ def _add_server(p: argparse.ArgumentParser) -> None:
 def _add_repo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", type=Path, default=None,
                    help="model repository folder (default: the shipped zoo, or $ARTFORGE_REPO)")
-    p.add_argument("--backend", default="auto", help="runtime backend: auto (default) or a backend name")
+    p.add_argument("--backend", default="auto",
+                   help="runtime backend: auto (default: the fastest exact backend, measured once per model), "
+                        "auto:bf16 (may also pick bfloat16), or a name: onnxruntime, openvino:fp32, openvino:bf16, ...")
 
 
 def _repository(args: argparse.Namespace):
@@ -129,16 +131,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_stylize(args: argparse.Namespace) -> int:
     if args.server:
         return _remote(args, "stylize")
-    from artforge.runtime.folder import stylize_paths
+    from artforge.batch_report import default_report_path
+    from artforge.runtime.batch import BatchInterrupted, options_from_args, stylize_paths
+    options = options_from_args(args)  # checked before any model loads
     repo = _repository(args)
-    names = args.model.split(",") if args.model else [_pick_model(repo, "stylizer", None)]
-    models = [repo.load(name, backend=args.backend) for name in names]
-    summary = stylize_paths(models, args.input, args.output, fmt=args.format, quality=args.quality,
-                            max_side=args.max_side, progress=not args.quiet)
-    print(f"stylized {summary.done}, failed {summary.failed}, skipped {summary.skipped} non-images -> {args.output}")
-    for path, reason in summary.failures:
-        print(f"  failed: {path}: {reason}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    names = [n.strip() for n in args.model.split(",") if n.strip()] if args.model else []
+    models = [repo.load(name, backend=args.backend) for name in names or [_pick_model(repo, "stylizer", None)]]
+    report_path = args.report or default_report_path(args.input, args.output)
+    try:
+        report = stylize_paths(models, args.input, args.output, options, progress=not args.quiet,
+                               report_path=report_path)
+    except BatchInterrupted as interrupted:
+        interrupted.report.print(report_path=report_path)
+        print("artforge: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    report.print(report_path=report_path)
+    return 1 if report.failed else 0
 
 
 def _remote(args: argparse.Namespace, what: str) -> int:
@@ -150,7 +158,7 @@ def _remote(args: argparse.Namespace, what: str) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Every zoo model on the bundled photos: stylize, classify, generate."""
     from artforge.runtime import write_image
-    from artforge.runtime.folder import stylize_paths
+    from artforge.runtime.batch import BatchOptions, stylize_paths
     from artforge.runtime.grid import tile_grid
     repo = _repository(args)
     samples = DEFAULT_ZOO / "samples"
@@ -159,7 +167,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     names = {kind: [r["name"] for r in repo.describe() if r.get("kind") == kind]
              for kind in ("classifier", "generator", "stylizer")}
     stylizers = [repo.load(name, backend=args.backend) for name in names["stylizer"]]
-    summary = stylize_paths(stylizers, samples, out / "stylized", fmt="jpg", quality=90, progress=False,
+    summary = stylize_paths(stylizers, samples, out / "stylized", BatchOptions(fmt="jpg", quality=90), progress=False,
                             per_model=True)
     print(f"stylized {summary.done} images with {', '.join(names['stylizer'])} -> {out / 'stylized'}")
     lines = []
@@ -214,6 +222,12 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         add_export_arguments(p)
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("build-engine", help="build a TensorRT engine (model.plan) for a repository model (GPU)")
+    from artforge.tensorrt_cli import add_arguments as add_engine_arguments
+    from artforge.tensorrt_cli import run_from_args as run_build_engine
+    add_engine_arguments(p)  # argparse only: tensorrt and torch are imported when the command runs
+    p.set_defaults(func=run_build_engine)
+
     p = sub.add_parser("models", help="list the models of a repository")
     _add_repo(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -247,6 +261,21 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
                    help="output format (default: the output file's extension, else jpg)")
     p.add_argument("--quality", type=int, default=None, help="JPEG/WebP quality 1-100")
     p.add_argument("--max-side", type=int, default=None, help="downscale inputs whose longer side exceeds this")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="same-size images per model call (default 4; see docs/batch.md)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="run images larger than SIZE in overlapping SIZE x SIZE tiles, blended seamlessly")
+    p.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
+                   help="overlap of neighbouring tiles (default: an eighth of the tile)")
+    p.add_argument("--tile-above", type=float, default=4.0, metavar="MP",
+                   help="tile images over MP megapixels automatically, in 1024 px tiles unless --tile (default 4)")
+    p.add_argument("--max-pixels", type=float, default=100.0, metavar="MP",
+                   help="refuse images over MP megapixels, before decoding them (default 100)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode and encode threads, each (default: half the cores, 1 to 4)")
+    p.add_argument("--force", action="store_true", help="redo every output, even those finished by an earlier run")
+    p.add_argument("--report", type=Path, default=None,
+                   help="JSON report to write (default: OUT/stylize-report.json when OUT is a folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_server(p)
     p.set_defaults(func=_cmd_stylize)

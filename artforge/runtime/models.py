@@ -236,6 +236,16 @@ class Stylizer(Model):
                 results[i] = styled if alpha is None else np.dstack((styled, alpha))
         return results  # type: ignore[return-value]
 
+    def run_padded(self, batch: np.ndarray) -> np.ndarray:
+        """Stylize a batch the caller prepared itself (the batch tool decodes, pads and groups images in
+        its own threads): uint8 [N,H,W,3] RGB, H and W multiples of size_multiple and at least min_size."""
+        if (not isinstance(batch, np.ndarray) or batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3
+                or any(side % self.size_multiple or side < self.min_size for side in batch.shape[1:3])):
+            shape = list(batch.shape) if isinstance(batch, np.ndarray) else type(batch).__name__
+            raise InvalidInputError(f"model {self.name}: run_padded takes uint8 [N,H,W,3] with H and W multiples "
+                                    f"of {self.size_multiple} and at least {self.min_size}; got {shape}")
+        return self._run(batch)
+
     def stylize(self, image: ImageLike, max_side: int | None = None) -> np.ndarray:
         """The stylized image, RGB uint8 (RGBA when the input has alpha), the size of the
         input after the optional max_side downscale."""

@@ -1,0 +1,209 @@
+"""Tiled stylization of images too large to run whole: overlapping tiles, feathered together.
+
+A style network's memory grows with the pixels it sees, so a 24 MP photo is
+cut into equal, overlapping tiles that run in small batches, and the tiles
+are blended back with raised-cosine weights that fall towards each tile's
+inner edges. Weights are normalised by their sum, so any overlap pattern
+blends exactly, and a tile's outer edge (the image border) keeps full
+weight.
+
+Why the details:
+- The networks use instance normalisation, so a tile's statistics differ a
+  little from the whole image's; a generous overlap and the feathering hide
+  the step. Tiles are as large as allowed (the tile size is shrunk per image
+  only to spread the overlap evenly, never below what the overlap needs).
+- Tile sizes and positions are multiples of the model's size multiple (its
+  total stride), so every tile samples the image on the same grid as a
+  whole-image run; the image is conceptually padded to that multiple by
+  mirroring, exactly as the untiled pipeline pads it.
+- Blending keeps float accumulators for one band of tile rows only (tile
+  height x image width), finishing rows as soon as no later tile touches
+  them: memory is the input, the output and one band, not a float copy of
+  the whole image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from artforge.errors import InvalidInputError
+from artforge.runtime import pipeline
+
+#: a style network's buffers for one tile of this side fit comfortably in memory
+DEFAULT_TILE = 1024
+#: rows finished per step when blending (bounds the temporaries)
+_ROWS = 64
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Where the tiles go: every tile is tile_h x tile_w, at (y, x) for y in ys, x in xs."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+
+def default_overlap(tile: int) -> int:
+    """An eighth of the tile: generous enough to hide instance-norm steps at ~25% extra compute."""
+    return max(tile // 8, 0)
+
+
+def check_tiling(tile: int, overlap: int, multiple: int = 1) -> None:
+    """Raise InvalidInputError unless tile and overlap make sense together."""
+    pipeline.check_positive(tile, "tile size")
+    if tile < multiple:
+        raise InvalidInputError(f"tile size {tile} is smaller than the model's size multiple {multiple}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile // 2:
+        raise InvalidInputError(f"tile overlap must be a whole number from 0 to half the tile size ({tile // 2}), "
+                                f"got {overlap!r}")
+
+
+def _axis(length: int, tile: int, overlap: int, multiple: int, min_size: int) -> tuple[int, tuple[int, ...]]:
+    """Tile size and start positions along one axis, in pixels, all multiples of `multiple`."""
+    units = -(-max(length, min_size) // multiple)  # the axis padded up to the multiple, in units of it
+    tile_u = max(tile // multiple, 1)
+    if units <= tile_u:
+        return units * multiple, (0,)
+    overlap_u = min(-(-overlap // multiple), tile_u - 1)  # at least the asked overlap
+    count = -(-(units - overlap_u) // (tile_u - overlap_u))
+    # The smallest equal size that still overlaps by overlap_u: less wasted compute than full tiles.
+    size_u = min(tile_u, -(-(units + (count - 1) * overlap_u) // count))
+    starts = tuple(round(i * (units - size_u) / (count - 1)) * multiple for i in range(count))
+    return size_u * multiple, starts
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1, min_size: int = 1) -> TileLayout:
+    """The tile layout for an image; see the module docstring."""
+    check_tiling(tile, overlap, multiple)
+    if tile < min_size:
+        raise InvalidInputError(f"tile size {tile} is smaller than the model's minimum image size {min_size}")
+    tile = tile // multiple * multiple
+    tile_h, ys = _axis(height, tile, overlap, multiple, min_size)
+    tile_w, xs = _axis(width, tile, overlap, multiple, min_size)
+    return TileLayout(height, width, tile_h, tile_w, ys, xs)
+
+
+def _ramp(length: int) -> np.ndarray:
+    """Raised cosine from near 0 to near 1 over `length` samples (never exactly 0: weights are divided by)."""
+    d = np.arange(length, dtype=np.float32) + 0.5
+    return (0.5 - 0.5 * np.cos(np.pi * d / length)).astype(np.float32)
+
+
+def feather(size: int, lead: int, trail: int) -> np.ndarray:
+    """1-D weights of a tile: 1 inside, falling over `lead` samples at its start and `trail` at its end
+    (0 for an image border, which no other tile covers)."""
+    weights = np.ones(size, dtype=np.float32)
+    if lead:
+        weights[:lead] *= _ramp(min(lead, size))
+    if trail:
+        weights[size - min(trail, size):] *= _ramp(min(trail, size))[::-1]
+    return weights
+
+
+def _weights(starts: tuple[int, ...], size: int) -> list[np.ndarray]:
+    """Per tile along an axis: feathered over exactly its overlap with each neighbour."""
+    out = []
+    for i, start in enumerate(starts):
+        lead = starts[i - 1] + size - start if i > 0 else 0
+        trail = start + size - starts[i + 1] if i + 1 < len(starts) else 0
+        out.append(feather(size, max(lead, 0), max(trail, 0)))
+    return out
+
+
+def _crop(image: np.ndarray, y: int, x: int, tile_h: int, tile_w: int) -> np.ndarray:
+    """One tile; where it reaches past the image (the last row/column of tiles), mirrored like
+    pipeline.pad_to_multiple pads the whole image, so the pixels are the same as a whole-image run's."""
+    part = image[y:y + tile_h, x:x + tile_w]
+    bottom, right = tile_h - part.shape[0], tile_w - part.shape[1]
+    if not bottom and not right:
+        return part
+    border = cv2.BORDER_REFLECT_101 if bottom < part.shape[0] and right < part.shape[1] else cv2.BORDER_REPLICATE
+    return cv2.copyMakeBorder(part, 0, bottom, 0, right, border)
+
+
+def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], tile: int = DEFAULT_TILE,
+                  overlap: int | None = None, multiple: int = 1, min_size: int = 1,
+                  batch_size: int = 1) -> np.ndarray:
+    """Stylize an RGB uint8 HxWx3 image tile by tile.
+
+    run: a [N,h,w,3] uint8 batch (h, w multiples of `multiple`) -> the same
+    shape, stylized; it is called with at most batch_size tiles of one tile
+    row at a time, so a caller can stop between calls (by raising).
+    """
+    if overlap is None:
+        overlap = default_overlap(tile)
+    height, width = image.shape[:2]
+    layout = plan_tiles(height, width, tile, overlap, multiple, min_size)
+    tile_h, tile_w = layout.tile_h, layout.tile_w
+    wide = layout.xs[-1] + tile_w  # the padded width the tiles cover
+    wy, wx = _weights(layout.ys, tile_h), _weights(layout.xs, tile_w)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    acc = np.zeros((tile_h, wide, 3), dtype=np.float32)
+    total = np.zeros((tile_h, wide), dtype=np.float32)
+    top = 0  # the image row acc[0] holds
+
+    def finish(until: int) -> None:
+        """Write rows [top, until) to out (no later tile touches them) and slide the band down.
+
+        Both steps go a few rows at a time, so their temporaries stay small next to the band.
+        """
+        nonlocal top
+        rows = min(until, height) - top
+        for start in range(0, max(rows, 0), _ROWS):
+            stop = min(start + _ROWS, rows)
+            blended = acc[start:stop, :width] / total[start:stop, :width, np.newaxis]
+            np.add(blended, 0.5, out=blended)
+            np.clip(blended, 0, 255, out=blended)
+            out[top + start:top + stop] = blended  # float -> uint8 truncates: rounded by the +0.5
+        shift = until - top
+        for start in range(0, tile_h - shift, shift):  # row blocks no larger than the shift never overlap
+            stop = min(start + shift, tile_h - shift)
+            acc[start:stop] = acc[start + shift:stop + shift]
+            total[start:stop] = total[start + shift:stop + shift]
+        acc[tile_h - shift:] = 0
+        total[tile_h - shift:] = 0
+        top = until
+
+    for row, y in enumerate(layout.ys):
+        if y > top:
+            finish(y)
+        tiles = [_crop(image, y, x, tile_h, tile_w) for x in layout.xs]
+        for part in pipeline.chunks(len(tiles), max(batch_size, 1)):
+            styled = run(pipeline.stack(tiles[part]))
+            for col, result in zip(range(part.start, part.stop), styled, strict=True):
+                x = layout.xs[col]
+                weight = np.outer(wy[row], wx[col])
+                weighted = result.astype(np.float32)
+                np.multiply(weighted, weight[:, :, np.newaxis], out=weighted)
+                acc[:, x:x + tile_w] += weighted
+                total[:, x:x + tile_w] += weight
+    finish(top + tile_h)
+    return out
+
+
+def tile_count(height: int, width: int, tile: int, overlap: int | None = None, multiple: int = 1,
+               min_size: int = 1) -> int:
+    """How many tiles stylize_tiled runs for an image of this size."""
+    overlap = default_overlap(tile) if overlap is None else overlap
+    return plan_tiles(height, width, tile, overlap, multiple, min_size).count
+
+
+def needs_tiling(height: int, width: int, tile: int | None, tile_above: float | None) -> bool:
+    """Whether the batch tool tiles an image: --tile given and the image larger than one tile, or more
+    megapixels than tile_above."""
+    if tile is not None:
+        return max(height, width) > tile
+    return tile_above is not None and height * width > tile_above * 1e6
+
