@@ -58,6 +58,7 @@ class BatchReport:
     not_done: int = 0
     interrupted: bool = False
     started: str = field(default_factory=lambda: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    #: wall time of the run after the models are loaded (planning, manifest and report included); run_seconds in JSON
     wall_seconds: float = 0.0
     #: summed busy time of the decode and encode workers (they overlap the model, so these exceed nothing)
     decode_seconds: float = 0.0
@@ -100,7 +101,10 @@ class BatchReport:
                        "already_done": self.already_done, "failed": self.failed, "not_done": self.not_done,
                        "skipped_non_images": self.skipped},
             "server": self.server,
-            "timings": {"wall_seconds": round(self.wall_seconds, 4),
+            # The two numbers the benchmarks compare (pipeline overhead = run / model - 1), also under timings.
+            "model_seconds": None if self.server else round(self.model_seconds, 4),
+            "run_seconds": round(self.wall_seconds, 4),
+            "timings": {"wall_seconds": round(self.wall_seconds, 4), "run_seconds": round(self.wall_seconds, 4),
                         "model_seconds": None if self.server else round(self.model_seconds, 4),
                         "decode_seconds": round(self.decode_seconds, 4),
                         "encode_seconds": round(self.encode_seconds, 4),

@@ -129,6 +129,8 @@ def test_tree_with_odd_inputs_two_models_and_report(tmp_path, capsys):
         assert entry["model_seconds"] > 0
     timings = data["timings"]
     assert 0 < timings["model_seconds"] <= timings["wall_seconds"] and timings["images_per_second"] > 0
+    # The benchmarks read these two top-level keys.
+    assert data["model_seconds"] == timings["model_seconds"] and data["run_seconds"] == timings["wall_seconds"]
     assert data["options"]["format"] == "png"
 
 
@@ -315,6 +317,7 @@ def test_server_run_resumes_and_reports(tmp_path, capsys):
             assert np.array_equal(cv2.cvtColor(cv2.imread(str(out / name)), cv2.COLOR_BGR2RGB), 255 - rgb)
         data = report(out)
         assert data["server"] == f"127.0.0.1:{server.port}" and data["timings"]["model_seconds"] is None
+        assert data["model_seconds"] is None and data["run_seconds"] > 0
         assert data["models"]["invert"]["identity"] == {"name": "invert", "version": "1", "via": "server"}
         assert [Path(f["input"]).name for f in data["failures"]] == ["bad.png"]
 
