@@ -81,6 +81,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from artforge.export.precision_options import run_from_args
+    path, report = run_from_args(args)
+    print(f"{report['precision']} variant: {path} (accuracy report: {path.parent / 'accuracy.json'})")
+    return 0
+
+
 # ------------------------------------------------------------------ runtime
 def _cmd_models(args: argparse.Namespace) -> int:
     repo = _repository(args)
@@ -221,6 +228,11 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
         from artforge.export import add_arguments as add_export_arguments
         add_export_arguments(p)
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("quantize", help="make an fp16 or int8 variant of a repository model, measured against it")
+    from artforge.export.precision_options import add_arguments as add_quantize_arguments
+    add_quantize_arguments(p)  # argparse only: onnx and onnxruntime are imported when the command runs
+    p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("build-engine", help="build a TensorRT engine (model.plan) for a repository model (GPU)")
     from artforge.tensorrt_cli import add_arguments as add_engine_arguments

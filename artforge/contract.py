@@ -37,6 +37,9 @@ KEY_SIZE_MULTIPLE = "artforge.size_multiple"  # stylizer H and W must be multipl
 KEY_MIN_SIZE = "artforge.min_size"  # smallest H and W a stylizer accepts (reflection padding needs it)
 KEY_PROVENANCE = "artforge.provenance"  # JSON: training data, seed, steps, metrics
 KEY_CONTRACT_VERSION = "artforge.contract_version"
+# Reduced-precision variants only (absent on fp32 exports, so older files read unchanged):
+KEY_PRECISION = "artforge.precision"  # fp16 | int8
+KEY_SOURCE_MODEL = "artforge.source_model"  # JSON: name, version, sha256 of the fp32 model it was made from
 
 CONTRACT_VERSION = "1"
 
@@ -52,6 +55,8 @@ class ModelMetadata:
     size_multiple: int = 1
     min_size: int = 1
     provenance: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None
+    source_model: dict[str, Any] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
         props = {KEY_KIND: self.kind, KEY_CONTRACT_VERSION: CONTRACT_VERSION,
@@ -62,6 +67,10 @@ class ModelMetadata:
                            (KEY_OUTPUT_SIZE, self.output_size)):
             if value is not None:
                 props[key] = str(value)
+        if self.precision:
+            props[KEY_PRECISION] = self.precision
+        if self.source_model:
+            props[KEY_SOURCE_MODEL] = json.dumps(self.source_model, sort_keys=True)
         if self.kind == STYLIZER:
             props[KEY_SIZE_MULTIPLE] = str(self.size_multiple)
             props[KEY_MIN_SIZE] = str(self.min_size)
@@ -104,6 +113,7 @@ class ModelMetadata:
         if kind == CLASSIFIER and not labels:
             raise ModelLoadError(f"{source}: a classifier needs metadata '{KEY_LABELS}'")
         provenance = parse_json(KEY_PROVENANCE, {})
+        source_model = parse_json(KEY_SOURCE_MODEL, {})
         return cls(
             kind=kind,
             labels=tuple(labels),
@@ -113,6 +123,8 @@ class ModelMetadata:
             size_multiple=integer(KEY_SIZE_MULTIPLE, False) or 1,
             min_size=integer(KEY_MIN_SIZE, False) or 1,
             provenance=provenance if isinstance(provenance, dict) else {},
+            precision=props.get(KEY_PRECISION) or None,
+            source_model=source_model if isinstance(source_model, dict) else {},
         )
 
     @property

@@ -280,6 +280,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", type=int, help="version number (default: one more than the highest existing)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    parser.add_argument("--precision", default=None, metavar="fp16|int8[,...]",
+                        help="after the fp32 export, also make these variants as <name>_<precision> "
+                             "(see `artforge quantize`)")
+    from artforge.export.precision_options import add_variant_arguments
+
+    add_variant_arguments(parser)  # calibration, exclusion and threshold options of --precision
 
 
 def run_from_args(args: argparse.Namespace) -> Path:
@@ -288,5 +294,10 @@ def run_from_args(args: argparse.Namespace) -> Path:
     Errors propagate as artforge.errors types, ValueError or FileNotFoundError/FileExistsError,
     each with a one-sentence message for the CLI to print.
     """
-    return export_run(args.run, args.repo, name=args.name, version=args.version, opset=args.opset,
+    from artforge.export.precision_options import parse_precisions, variants_from_args
+
+    parse_precisions(getattr(args, "precision", None))  # a bad --precision fails before the export
+    path = export_run(args.run, args.repo, name=args.name, version=args.version, opset=args.opset,
                       overwrite=args.overwrite)
+    variants_from_args(args, path)
+    return path
