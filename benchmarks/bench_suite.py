@@ -8,12 +8,13 @@ artforge's runtime with each backend and with `auto`. For the stylizer it
 also gives the attained GFLOP/s against the measured peak of a large fp32
 matrix product. Then it runs `artforge stylize` end to end on a folder of
 JPEGs against the naive one-image-at-a-time script users write
-(benchmarks/naive_stylize.py).
+(benchmarks/naive_stylize.py), and times the fp16/int8 variants of each zoo
+model against fp32 next to their accuracy cost (benchmarks/bench_precision.py).
 
     python benchmarks/bench_suite.py            # everything (about 15 minutes on 2 cores)
     python benchmarks/bench_suite.py --quick    # small sizes, for checking the suite itself
 
-Writes the `suite` and `end-to-end` sections of benchmarks/RESULTS.md and
+Writes the `suite`, `end-to-end` and `precision` sections of benchmarks/RESULTS.md and
 PNG plots under benchmarks/plots/. TensorRT rows appear when a CUDA device
 and the tensorrt package are present (an engine is built for each case).
 """
@@ -46,6 +47,7 @@ from artforge.runtime.backends import available_backends  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "zoo"
 PLOTS = Path(__file__).resolve().parent / "plots"
+PARTS = ("classifier", "generator", "stylizer", "end-to-end", "precision")
 
 
 # ----------------------------------------------------------------- models
@@ -409,8 +411,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes and few runs, to check the suite")
     parser.add_argument("--no-compile", action="store_true", help="leave out torch.compile (slow to compile)")
     parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end folder comparison")
-    parser.add_argument("--only", choices=("classifier", "generator", "stylizer", "end-to-end"), action="append",
-                        help="run only these parts (repeatable)")
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts (repeatable)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="artforge-bench-"))
     try:
@@ -420,7 +421,7 @@ def main() -> None:
 
 
 def run_suite(args: argparse.Namespace, work: Path) -> None:
-    kinds = args.only or ["classifier", "generator", "stylizer", "end-to-end"]
+    kinds = args.only or list(PARTS)
     specs: list[Spec] = []
     if "classifier" in kinds:
         loaded = load_run(ZOO / "checkpoints" / "art_style.pt")
@@ -441,6 +442,10 @@ def run_suite(args: argparse.Namespace, work: Path) -> None:
         write_section("end-to-end", "\n".join(["## End to end: `artforge stylize` on a folder vs a naive script", "",
                                                f"Command: `{command_line()}`  ", f"Machine: {machine()}.", ""] + e2e))
         print("\n".join(e2e))
+    if "precision" in kinds:
+        from bench_precision import section
+
+        write_section("precision", "\n".join(section(args.quick)))
     print("wrote benchmarks/RESULTS.md")
 
 

@@ -145,3 +145,14 @@ def test_cli_round_trip_without_torch(repo: Path) -> None:
     bad = subprocess.run([sys.executable, "-c", script, "quantize", "abstract_dcgan", "--repo", str(repo),
                           "--precision", "int8", "--exclude", "auto:0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "auto:N" in bad.stderr
+
+
+def test_fp16_variant_runs_on_openvino_under_the_contract_names(repo: Path) -> None:
+    pytest.importorskip("openvino", reason="needs the [openvino] extra")
+    make_variant(repo, "abstract_dcgan", "fp16", log=None)
+    loaded = Repository(repo)
+    fp16 = loaded.load("abstract_dcgan_fp16", backend="openvino:fp32")
+    assert [spec.name for spec in fp16.inputs] == ["latent"]
+    reference = loaded.load("abstract_dcgan", backend="onnxruntime").generate(2, seed=0)
+    got = fp16.generate(2, seed=0)
+    assert np.abs(np.stack(got).astype(int) - np.stack(reference)).mean() < 1.0

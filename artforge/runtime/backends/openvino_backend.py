@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from artforge import contract
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError
 from artforge.runtime.backends.base import Backend, Probe, TensorSpec
 
@@ -76,10 +77,17 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+#: the artifact contract's graph input/output names
+_CONTRACT_NAMES = {name for pair in contract.IO_NAMES.values() for names in pair for name in names}
+
+
 def _spec(port: Any) -> TensorSpec:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     dtype = _DTYPES.get(port.get_element_type().get_type_name(), np.dtype(object))
-    return TensorSpec(port.get_any_name(), dtype, shape)
+    # A port can carry several tensor names (an fp16 variant's boundary Cast
+    # adds its own); the contract's name is the one callers use.
+    names = sorted(port.get_names() & _CONTRACT_NAMES) or [port.get_any_name()]
+    return TensorSpec(names[0], dtype, shape)
 
 
 def _metadata_props(model: Any, path: Path) -> dict[str, str]:
