@@ -187,7 +187,11 @@ def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], q
             started = time.perf_counter()
             run = make(case)
             row["setup_s"] = time.perf_counter() - started
-            times = measure(run, min_runs=5 if quick else 10, min_seconds=0.5 if quick else 2.0)
+            first = time.perf_counter()
+            run()
+            slow = time.perf_counter() - first > 0.5  # seconds-long runs: fewer of them keep the suite bounded
+            times = measure(run, min_runs=5 if quick or slow else 10, min_seconds=0.5 if quick else 2.0,
+                            warmup=1 if slow else 2)
         except Exception as exc:  # a peer that cannot run here is a result too
             row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
             case.rows.append(row)
