@@ -179,8 +179,19 @@ def peers(with_compile: bool) -> list[tuple[str, Callable[[Case], Runner]]]:
     return rows
 
 
+#: seconds of timed runs per fast peer in one round
+BLOCK_SECONDS = 0.2
+#: a peer whose single run takes longer than this is timed once per round, without an opener
+SLOW_SECONDS = 0.5
+
+
 def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], quick: bool) -> None:
+    """Time every peer on the case, interleaved: in each round every peer runs in turn, so that drift in
+    the machine's speed (other processes, memory, clocks) lands on all peers alike instead of on whichever
+    ran last. A fast peer's block opens with an untimed run, which absorbs the previous peer's idle threads
+    (ONNX Runtime's spin after a run and measurably slow whatever runs next)."""
     n = len(case.batch)
+    ready: list[tuple[dict, Runner, bool, list[float]]] = []
     for peer, make in runners:
         row: dict = {"peer": peer}
         try:
@@ -189,20 +200,33 @@ def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], q
             row["setup_s"] = time.perf_counter() - started
             first = time.perf_counter()
             run()
-            slow = time.perf_counter() - first > 0.5  # seconds-long runs: fewer of them keep the suite bounded
-            times = measure(run, min_runs=5 if quick or slow else 10, min_seconds=0.5 if quick else 2.0,
-                            warmup=1 if slow else 2)
+            slow = time.perf_counter() - first > SLOW_SECONDS
+            if not slow:
+                run()
         except Exception as exc:  # a peer that cannot run here is a result too
             row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-            case.rows.append(row)
             print(f"  {peer:30} failed: {row['error']}", flush=True)
-            continue
+        else:
+            if getattr(make, "chosen", None):
+                row["chosen"] = make.chosen  # type: ignore[attr-defined]
+            ready.append((row, run, slow, []))
+        case.rows.append(row)
+    rounds = 5 if quick or any(slow for _, _, slow, _ in ready) else 10
+    for _ in range(rounds):
+        for _row, run, slow, times in ready:
+            if not slow:
+                run()
+            block = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
+                if slow or time.perf_counter() - block >= (BLOCK_SECONDS / 4 if quick else BLOCK_SECONDS):
+                    break
+    for row, _run, _slow, times in ready:
         row.update(p50=percentile(times, 50), p90=percentile(times, 90), p99=percentile(times, 99),
                    runs=len(times), throughput=n / percentile(times, 50))
-        if getattr(make, "chosen", None):
-            row["chosen"] = make.chosen  # type: ignore[attr-defined]
-        case.rows.append(row)
-        print(f"  {peer:30} p50 {row['p50'] * 1e3:9.1f} ms  {row['throughput']:8.1f}/s", flush=True)
+        print(f"  {row['peer']:30} p50 {row['p50'] * 1e3:9.1f} ms  {row['throughput']:8.1f}/s", flush=True)
 
 
 def artforge_throughput(case: Case) -> float:
