@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,12 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from training_support import interrupt_training
 
 from artforge.models import build
 from artforge.training import common
 from artforge.training.dcgan import DCGANConfig, add_arguments, config_from_args, image_grid, train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -108,23 +102,8 @@ def test_no_resume_starts_over_and_changed_settings_are_refused(tiles: Path, tmp
 def test_ctrl_c_saves_state_and_the_same_command_resumes(tiles: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = tiny(tiles, out, epochs=1000, checkpoint_every=1)
-    script = ("import json, sys; from artforge.training.dcgan import DCGANConfig, train; "
-              "train(DCGANConfig(**json.loads(sys.argv[1])))")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.__dict__)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (out / common.STATE).exists():
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "training never saved a state"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
+    returncode, stderr = interrupt_training("dcgan", "DCGANConfig", cfg, out)
+    assert returncode != 0
     assert "interrupted at step" in stderr
     saved = torch.load(out / common.STATE, weights_only=False)["step"]
     assert saved >= 1
