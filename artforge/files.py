@@ -8,6 +8,7 @@ Plain Python (no OpenCV, no ONNX Runtime), so remote commands stay light.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,6 +25,12 @@ FORMATS = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 OUTPUT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 #: write_bytes_atomic's temporary names: hidden, the target's name, 8 hex digits, .tmp
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file's bytes, read in blocks."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:

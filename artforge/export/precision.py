@@ -22,7 +22,6 @@ quantize` works on an install without the [train] extra.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -56,6 +55,7 @@ from artforge.export.precision_options import (
     run_from_args,
     variants_from_args,
 )
+from artforge.files import file_sha256
 
 # Generators are measured on this many fixed latents (seeded, different from the calibration ones).
 GENERATOR_EVAL_LATENTS = 64
@@ -366,14 +366,6 @@ def judge(kind: str, metrics: dict[str, Any], thresholds: Thresholds) -> list[st
 
 
 # ----------------------------------------------------------------- the variant
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source(repo: Path, name: str, version: int | str | None) -> tuple[Path, int]:
     from artforge.runtime.repository import Repository
 
@@ -557,7 +549,7 @@ def make_variant(repo: Path | str, name: str, precision: str, *, version: int | 
                 "sensitivity": ranking[:10],
             }
         variant_meta = replace(meta, precision=precision, source_model={
-            "name": name, "version": source_version, "sha256": _sha256(source_path)})
+            "name": name, "version": source_version, "sha256": file_sha256(source_path)})
         kept = {k: v for k, v in props.items() if not k.startswith("artforge.")}
         del model.metadata_props[:]
         onnx.helper.set_model_props(model, {**kept, **variant_meta.to_props()})

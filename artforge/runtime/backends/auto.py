@@ -37,7 +37,7 @@ import numpy as np
 
 from artforge import contract
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError
-from artforge.files import write_bytes_atomic
+from artforge.files import file_sha256, write_bytes_atomic
 from artforge.runtime.backends.base import Backend, Probe
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ def artifact_sha256(path: Path) -> str:
     with _hashes_lock:
         if key in _hashes:
             return _hashes[key]
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    digest = file_sha256(path)
     with _hashes_lock:
         _hashes[key] = digest
     return digest

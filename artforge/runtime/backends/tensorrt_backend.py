@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, ResourceExhaustedError
+from artforge.files import file_sha256
 from artforge.runtime.backends.base import Backend, Probe, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -147,11 +148,6 @@ def check_plan(plan: Path, meta: Mapping[str, Any], environment: Environment | N
     if reasons:
         raise ModelLoadError(f"{plan}: the TensorRT engine is stale ({'; '.join(reasons)}); "
                              f"run `{rebuild_hint(plan)}` again")
-
-
-def file_sha256(path: Path) -> str:
-    with Path(path).open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def profile_problem(name: str, shape: Sequence[int], profile: Mapping[str, Sequence[int]]) -> str | None:
