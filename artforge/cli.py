@@ -12,8 +12,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from artforge.errors import ArtforgeError
+
+if TYPE_CHECKING:
+    from artforge.batch.executor import Executor
+    from artforge.batch.options import BatchOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ZOO = PROJECT_ROOT / "zoo"
@@ -136,18 +141,29 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
+    from artforge.batch.options import options_from_args
+    options = options_from_args(args)
     if args.server:
-        return _remote(args, "stylize")
-    from artforge.batch_report import default_report_path
-    from artforge.runtime.batch import BatchInterrupted, options_from_args, stylize_paths
-    options = options_from_args(args)  # checked before any model loads
+        from artforge.batch.remote import RemoteExecutor
+        from artforge.serving.remote_cli import connect
+        with connect(args) as client:
+            return _stylize(RemoteExecutor(client, args.model), args, options)
+    from artforge.batch.local import LocalExecutor
+    LocalExecutor.check(options)  # before any model loads
     repo = _repository(args)
     names = [n.strip() for n in args.model.split(",") if n.strip()] if args.model else []
     models = [repo.load(name, backend=args.backend) for name in names or [_pick_model(repo, "stylizer", None)]]
+    return _stylize(LocalExecutor(models), args, options)
+
+
+def _stylize(executor: Executor, args: argparse.Namespace, options: BatchOptions) -> int:
+    """Run the batch driver, print the summary; exit code 0 all done, 1 something failed, 130 interrupted."""
+    from artforge.batch.driver import BatchInterrupted, run_stylize
+    from artforge.batch.report import default_report_path
     report_path = args.report or default_report_path(args.input, args.output)
     try:
-        report = stylize_paths(models, args.input, args.output, options, progress=not args.quiet,
-                               report_path=report_path)
+        report = run_stylize(executor, args.input, args.output, options, progress=not args.quiet,
+                             report_path=report_path)
     except BatchInterrupted as interrupted:
         interrupted.report.print(report_path=report_path)
         print("artforge: interrupted; run the same command again to resume", file=sys.stderr)
@@ -164,8 +180,10 @@ def _remote(args: argparse.Namespace, what: str) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Every zoo model on the bundled photos: stylize, classify, generate."""
+    from artforge.batch.driver import run_stylize
+    from artforge.batch.local import LocalExecutor
+    from artforge.batch.options import BatchOptions
     from artforge.runtime import write_image
-    from artforge.runtime.batch import BatchOptions, stylize_paths
     from artforge.runtime.grid import tile_grid
     repo = _repository(args)
     samples = DEFAULT_ZOO / "samples"
@@ -174,8 +192,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     names = {kind: [r["name"] for r in repo.describe() if r.get("kind") == kind]
              for kind in ("classifier", "generator", "stylizer")}
     stylizers = [repo.load(name, backend=args.backend) for name in names["stylizer"]]
-    summary = stylize_paths(stylizers, samples, out / "stylized", BatchOptions(fmt="jpg", quality=90), progress=False,
-                            per_model=True)
+    summary = run_stylize(LocalExecutor(stylizers), samples, out / "stylized", BatchOptions(fmt="jpg", quality=90),
+                          progress=False, per_model=True)
     print(f"stylized {summary.done} images with {', '.join(names['stylizer'])} -> {out / 'stylized'}")
     lines = []
     for name in names["classifier"]:

@@ -51,8 +51,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from artforge import contract
+from artforge.batch.plan import IMAGE_SUFFIXES
 from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError, ParityError
-from artforge.files import IMAGE_SUFFIXES, write_bytes_atomic
+from artforge.files import write_bytes_atomic
 from artforge.runtime.backends.tensorrt_backend import (
     PLAN_FILE,
     PLAN_FORMAT,
