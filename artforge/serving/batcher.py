@@ -2,8 +2,9 @@
 
 Requests (dicts of [n, ...] arrays, already validated) queue here; one
 asyncio task forms batches and hands each to one of the model's instances,
-threads of a private executor that call the backend (ONNX Runtime releases
-the GIL, so instances run in parallel).
+threads of a private executor that call the model's `run` (the runtime's
+one path to the graph: batch limits, fixed-batch padding; ONNX Runtime
+releases the GIL, so instances run in parallel).
 
 Forming a batch (Triton's dynamic batcher rules, simplified):
 
@@ -241,17 +242,12 @@ class Batcher:
         self._metrics.observe_batch(self.name, size, infer_ns / 1e9, waited)
 
     def _run_batch(self, feeds: list[Feeds]) -> tuple[list[Feeds], tuple[int, int, int], int]:
-        """In an instance thread: merge, pad to a fixed graph batch, run, split per request."""
+        """In an instance thread: merge, run through the model (which pads a fixed graph batch), split per
+        request."""
         t0 = time.perf_counter_ns()
         counts = [next(iter(f.values())).shape[0] for f in feeds]
         size = sum(counts)
-        fixed = self.settings.fixed_batch
-        merged = {}
-        for name in feeds[0]:
-            array = feeds[0][name] if len(feeds) == 1 else np.concatenate([f[name] for f in feeds])
-            if fixed and size < fixed:
-                array = np.concatenate([array, np.zeros((fixed - size, *array.shape[1:]), array.dtype)])
-            merged[name] = np.ascontiguousarray(array)
+        merged = feeds[0] if len(feeds) == 1 else {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
         t1 = time.perf_counter_ns()
         outputs = self._run(merged)
         t2 = time.perf_counter_ns()

@@ -45,14 +45,16 @@ from artforge.serving.tensors import (
     parse_input,
 )
 
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "openvino": "openvino"}
+#: Triton platform names by artifact file: the platform says what the file is (as config.pbtxt does, so the
+#: folder still loads in Triton), `backend` says what runs it here (onnxruntime, openvino, tensorrt)
+PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan"}
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data", "classification",
               "parameters", "health", "schedule_policy"]
 
 
 def platform_of(served: ServingModel) -> str:
-    name = served.model.backend.name
-    return PLATFORMS.get(name, name)
+    suffix = served.model.backend.path.suffix
+    return PLATFORMS.get(suffix, suffix.lstrip("."))
 
 
 def _dims(spec: TensorSpec) -> list[int]:

@@ -182,7 +182,7 @@ class ModelManager:
                     await self._notify(name, False)
                 raise error from None
             stats = ModelStats(name, model.version or 1)
-            served = ServingModel(model, settings, Batcher(name, model.backend.run, settings, stats, self._metrics),
+            served = ServingModel(model, settings, Batcher(name, model.run, settings, stats, self._metrics),
                                   stats)
             self._alive.add(served)
             old, entry.served = entry.served, served
@@ -191,7 +191,7 @@ class ModelManager:
                 self._retire(old)
             await self._notify(name, True)
         log.info("loaded %s v%d (%s on %s; max batch %d, %d instance(s), queue %d, delay %.1f ms)",
-                 name, served.version, model.kind, model.backend_name, settings.max_batch_size,
+                 name, served.version, model.description, model.backend_name, settings.max_batch_size,
                  settings.instances, settings.queue_size, settings.max_queue_delay_s * 1000)
         return served
 
