@@ -166,6 +166,8 @@ def probe_image(data: bytes | bytearray | memoryview | np.ndarray) -> ImageInfo 
     """Format, size and EXIF orientation from the header alone; None when unknown."""
     # The parsers only index, slice and struct-unpack, which a memoryview
     # does without copying the (possibly large) buffer.
+    if isinstance(data, np.ndarray):
+        data = data.data
     view = data if isinstance(data, bytes) else memoryview(data).cast("B")
     for magic, offset, parse in _SIGNATURES:
         if view[offset:offset + len(magic)] == magic:

@@ -25,7 +25,7 @@ Feeds = dict[str, np.ndarray]
 
 _U8, _F32 = np.dtype(np.uint8), np.dtype(np.float32)
 # Per kind: the dtype and rank of each contract tensor.
-_TENSORS = {
+_TENSORS: dict[str, dict[str, tuple[np.dtype, int]]] = {
     contract.CLASSIFIER: {"image": (_U8, 4), "probabilities": (_F32, 2)},
     contract.GENERATOR: {"latent": (_F32, 2), "image": (_U8, 4)},
     contract.STYLIZER: {"image": (_U8, 4), "stylized": (_U8, 4)},

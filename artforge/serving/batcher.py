@@ -42,7 +42,7 @@ from artforge.errors import ArtforgeError, ResourceExhaustedError
 from artforge.serving.metrics import Metrics
 from artforge.serving.settings import ModelSettings
 from artforge.serving.statistics import ModelStats
-from artforge.serving.status import DeadlineExceededError, ModelNotReadyError
+from artforge.serving.status import ModelNotReadyError, QueueDeadlineError
 
 log = logging.getLogger("artforge.serving")
 
@@ -95,7 +95,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline is not None and deadline <= now:
-            raise DeadlineExceededError(f"the request's deadline passed before it reached model {self.name}")
+            raise QueueDeadlineError(f"the request's deadline passed before it reached model {self.name}")
         self.check_room()
         rows = next(iter(feeds.values())).shape[0]
         request = _Request(feeds, rows, _key(feeds), loop.create_future(), deadline, now)
@@ -108,7 +108,7 @@ class Batcher:
             # On timeout wait_for cancels the future, which takes it out of the queue.
             return await asyncio.wait_for(request.future, deadline - now)
         except TimeoutError:
-            raise DeadlineExceededError(
+            raise QueueDeadlineError(
                 f"the request's deadline passed after {(loop.time() - now) * 1000:.0f} ms waiting for "
                 f"model {self.name}") from None
 
@@ -155,7 +155,7 @@ class Batcher:
             if request.future.done():
                 continue
             if request.deadline is not None and request.deadline <= now:
-                request.future.set_exception(DeadlineExceededError(
+                request.future.set_exception(QueueDeadlineError(
                     f"the request's deadline passed while it waited for model {self.name}"))
                 continue
             kept.append(request)

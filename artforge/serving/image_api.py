@@ -19,21 +19,21 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from artforge import contract, defaults
-from artforge.errors import InvalidInputError, ResourceExhaustedError
+from artforge import defaults
+from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
 from artforge.runtime import pipeline
 from artforge.runtime.imageio import encode_image, probe_image
-from artforge.runtime.models import Stylizer
+from artforge.runtime.models import Classifier, Generator, Model, Stylizer
 from artforge.runtime.pipeline import StylizeInput
 from artforge.serving.calls import Calls, deadline_of, ordered_stream
 from artforge.serving.model_manager import ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
-from artforge.serving.status import WrongKindError
 from artforge.serving.tensors import datatype_of
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Model)
 _FORMATS = ("png", "jpeg", "webp")
 
 
@@ -76,14 +76,16 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         self._executor = executor
         self._options = options
 
-    async def _run(self, fn: Callable, *args: object) -> object:
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _kind(self, served: ServingModel, kind: str, rpc: str) -> None:
-        if served.kind != kind:
-            others = [e.name for e in self._manager.entries() if e.served is not None and e.served.kind == kind]
-            raise WrongKindError(f"model {served.name} is a {served.kind}; {rpc} needs a {kind} "
-                                 f"({kind}s here: {', '.join(others) or 'none'})")
+    def _model(self, served: ServingModel, cls: type[M], rpc: str) -> M:
+        """The served model as the kind the RPC needs (FAILED_PRECONDITION naming the models that fit)."""
+        if not isinstance(served.model, cls):
+            others = [e.name for e in self._manager.entries() if e.served is not None and e.served.kind == cls.kind]
+            raise WrongKindError(f"model {served.name} is a {served.kind}; {rpc} needs a {cls.kind} "
+                                 f"({cls.kind}s here: {', '.join(others) or 'none'})")
+        return served.model
 
     async def _infer(self, served: ServingModel, batch: np.ndarray, deadline: float | None) -> np.ndarray:
         meta = served.model.metadata
@@ -99,11 +101,10 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         if request.top_k < 0:
             raise InvalidInputError(f"top_k must be positive (0 = {defaults.TOP_K}), got {request.top_k}")
         with self._manager.use(request.model) as served:
-            self._kind(served, contract.CLASSIFIER, "Classify")
+            model = self._model(served, Classifier, "Classify")
             deadline = deadline_of(context)
             served.batcher.check_room()
             started = time.perf_counter_ns()
-            model = served.model
             batch = await self._run(model.prepare, [request.image], "ClassifyRequest.image")
             served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
             probabilities = (await self._infer(served, batch, deadline))[0]
@@ -131,10 +132,10 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         fmt = fmt or "png"
         seed = request.seed if request.HasField("seed") else secrets.randbits(63)
         with self._manager.use(request.model) as served:
-            self._kind(served, contract.GENERATOR, "Generate")
+            model = self._model(served, Generator, "Generate")
             deadline = deadline_of(context)
             served.batcher.check_room()
-            latents = served.model.latents(count, seed)
+            latents = model.latents(count, seed)
             step = served.settings.max_batch_size
             parts = await _gather([self._infer(served, latents[i:i + step], deadline)
                                    for i in range(0, count, step)])
@@ -179,11 +180,11 @@ class ImageServicer(api_grpc.ImageServiceServicer):
             raise InvalidInputError(f"max_side must be positive (0 = no downscale), got {request.max_side}")
         fmt, quality = _output_format(request.format, request.quality)
         with self._manager.use(request.model) as served:
-            self._kind(served, contract.STYLIZER, "Stylize")
+            model = self._model(served, Stylizer, "Stylize")
             deadline = deadline_of(context)
             served.batcher.check_room()
             started = time.perf_counter_ns()
-            prepared, batch = await self._run(self._stylizer_input, served.model, request.image,
+            prepared, batch = await self._run(self._stylizer_input, model, request.image,
                                               request.max_side or None)
             served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
             row = (await self._infer(served, batch, deadline))[0]

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, NotFoundError
 from artforge.proto.inference import model_config_pb2
@@ -32,6 +33,7 @@ from artforge.serving.settings import ModelSettings, read_config, resolve_settin
 from artforge.serving.statistics import ModelStats
 from artforge.serving.status import ModelNotReadyError
 
+T = TypeVar("T")
 log = logging.getLogger("artforge.serving")
 
 READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
@@ -146,7 +148,7 @@ class ModelManager:
         model.max_pixels = self.options.max_image_pixels
         return model, config
 
-    async def _run(self, fn: Callable, *args: object) -> object:
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _notify(self, name: str, ready: bool | None) -> None:
