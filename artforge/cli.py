@@ -152,7 +152,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     LocalExecutor.check(options)  # before any model loads
     repo = _repository(args)
     names = [n.strip() for n in args.model.split(",") if n.strip()] if args.model else []
-    models = [repo.load(name, backend=args.backend) for name in names or [_pick_model(repo, "stylizer", None)]]
+    models = [repo.stylizer(name, backend=args.backend) for name in names or [_pick_model(repo, "stylizer", None)]]
     return _stylize(LocalExecutor(models), args, options)
 
 

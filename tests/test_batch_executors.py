@@ -178,6 +178,15 @@ def test_a_folder_without_images_is_one_clear_error(where: tuple[str, ...], tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_of_another_kind_is_one_clear_error(where: tuple[str, ...], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(encode(noise(8, 8)))
+    code, _, err = run(capsys, "stylize", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "colours", *where)
+    assert code == 2 and "colours is a classifier, not a stylizer" in err and "invert" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 def test_stop_ends_a_library_run_as_ctrl_c_would(where: tuple[str, ...], repo_path: Path, tmp_path: Path) -> None:
     from artforge.batch.driver import BatchInterrupted, run_stylize
     from artforge.batch.local import LocalExecutor
@@ -194,7 +203,7 @@ def test_stop_ends_a_library_run_as_ctrl_c_would(where: tuple[str, ...], repo_pa
             client = stack.enter_context(ImageClient(where[1], token=TOKEN))
             executor: Executor = RemoteExecutor(client, "invert")
         else:
-            executor = LocalExecutor([Repository(repo_path).load("invert", backend="onnxruntime")])
+            executor = LocalExecutor([Repository(repo_path).stylizer("invert", backend="onnxruntime")])
         stop = threading.Event()
         stop.set()  # before it starts: nothing new is taken
         with pytest.raises(BatchInterrupted) as interrupted:

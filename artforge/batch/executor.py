@@ -76,10 +76,13 @@ class Timings:
 class Executor(Protocol):
     """What the driver needs from a way of running the models (see the module docstring)."""
 
-    #: the models, in the order the user named them
-    models: Sequence[BatchModel]
-    #: HOST:PORT when a server does the work (then the model time is not known here), else None
-    server: str | None
+    @property
+    def models(self) -> Sequence[BatchModel]:
+        """The models, in the order the user named them."""
+
+    @property
+    def server(self) -> str | None:
+        """HOST:PORT when a server does the work (then the model time is not known here), else None."""
 
     def check(self, options: BatchOptions) -> None:
         """Raise an ArtforgeError (one sentence) for options this executor cannot honour."""

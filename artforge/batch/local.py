@@ -25,6 +25,8 @@ and encoding overlap (OpenCV and ONNX Runtime release the GIL):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import queue
 import threading
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -41,8 +43,9 @@ from artforge.batch.options import BatchOptions
 from artforge.errors import InvalidInputError
 from artforge.files import file_sha256
 from artforge.runtime import pipeline, tiling
-from artforge.runtime.imageio import encode_image, read_image
+from artforge.runtime.imageio import encode_image
 from artforge.runtime.models import Stylizer
+from artforge.runtime.pipeline import StylizeInput
 
 #: padded pixels per model call at most on a GPU: 4 MP of style-network activations is ~1 GB
 MAX_BATCH_PIXELS = 1 << 22
@@ -123,7 +126,7 @@ class LocalExecutor:
                 if got is _END:
                     ended += 1
                 else:
-                    emit(got)  # type: ignore[arg-type]
+                    emit(got)
         except KeyboardInterrupt:
             run.stop.set()
             # Encodes in progress finish (atomic writes); emit them so that the re-run skips them.
@@ -133,7 +136,7 @@ class LocalExecutor:
                     if got is _END:
                         ended += 1
                     else:
-                        emit(got)  # type: ignore[arg-type]
+                        emit(got)
             raise
         finally:
             run.stop.set()
@@ -144,28 +147,12 @@ class LocalExecutor:
                 except queue.Empty:
                     break
                 if got is not _END:
-                    emit(got)  # type: ignore[arg-type]
+                    emit(got)
             names = [model.name for model in self.stylizers]
             self._timings = Timings(dict(zip(names, run.model_seconds, strict=True)), run.decode_seconds,
                                     run.encode_seconds)
         if run.fatal is not None:
             raise run.fatal
-
-
-def _read_input(source: Path, options: BatchOptions) -> tuple[np.ndarray, np.ndarray | None]:
-    """An input file as RGB after --max-side, and its alpha plane (None when it has none)."""
-    image = read_image(source, max_pixels=options.max_pixels, long_side=options.max_side)
-    rgb, alpha = pipeline.split_alpha(image)
-    if options.max_side:
-        rgb = pipeline.fit_max_side(rgb, options.max_side)
-        alpha = None if alpha is None else pipeline.fit_max_side(alpha, options.max_side)
-    return rgb, alpha
-
-
-def _finish_output(styled: np.ndarray, item: _Item) -> np.ndarray:
-    """A model's (padded) output for one input: cropped back to the input's size, with its alpha again."""
-    styled = np.ascontiguousarray(styled[:item.height, :item.width])
-    return styled if item.alpha is None else np.dstack((styled, item.alpha))
 
 
 _END = object()
@@ -178,12 +165,9 @@ class _Item:
     work: Work
     #: model index -> output path, for the outputs this run makes
     targets: dict[int, Path]
-    height: int = 0
-    width: int = 0
-    alpha: np.ndarray | None = None
-    #: unpadded RGB for a tiled item, else None
-    rgb: np.ndarray | None = None
-    #: (size multiple, min size) -> the padded RGB the models with that geometry take
+    #: the decoded input (None until decoded, and again once every output is made)
+    input: StylizeInput | None = None
+    #: (size multiple, min size) -> the padded RGB the models with that geometry take (untiled items)
     padded: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
     tiled: bool = False
     cost: int = 0
@@ -255,6 +239,8 @@ class _Pipeline:
     def __init__(self, models: list[Stylizer], options: BatchOptions, jobs: list[_Item]) -> None:
         self.models = models
         self.options = options
+        assert options.fmt is not None, "the driver resolves the output format"
+        self.fmt = options.fmt
         self.tile_size, self.overlap = tile_size(options), tile_overlap(options)
         self.jobs: Iterator[_Item] = iter(jobs)
         self.jobs_lock = threading.Lock()
@@ -315,7 +301,7 @@ class _Pipeline:
             item.remaining -= 1
             last = item.remaining == 0
         if last and item.cost:
-            item.rgb, item.alpha, item.padded = None, None, {}
+            item.input, item.padded = None, {}
             self.budget.release(item.cost)
 
     def _fail(self, item: _Item, models: list[int], exc: BaseException) -> None:
@@ -346,16 +332,19 @@ class _Pipeline:
                 return
 
     def _decode(self, item: _Item) -> None:
-        rgb, item.alpha = _read_input(item.work.source, self.options)
-        item.height, item.width = rgb.shape[:2]
-        item.tiled = tiling.needs_tiling(item.height, item.width, self.options.tile, self.options.tile_above)
-        if item.tiled:
-            item.rgb = rgb
-        else:
-            item.padded = {(m, s): pipeline.pad_to_multiple(rgb, m, s) for m, s in self.geometries}
+        options = self.options
+        prepared = pipeline.stylize_input(item.work.source, options.max_side, options.max_pixels)
+        item.tiled = tiling.needs_tiling(prepared.height, prepared.width, options.tile, options.tile_above)
+        if not item.tiled:
+            item.padded = {(m, s): prepared.padded(m, s) for m, s in self.geometries}
+            # Padding extends bottom and right, so a padded copy begins with the image: keep a view of it
+            # rather than the decoded pixels a second time.
+            first = next(iter(item.padded.values()))
+            prepared = dataclasses.replace(prepared, rgb=first[:prepared.height, :prepared.width])
+        item.input = prepared
         # The decoded image plus one stylized copy per model, RGB(A).
-        alpha = item.alpha
-        item.cost = rgb.nbytes * (1 + len(item.targets)) + (0 if alpha is None else alpha.nbytes * 2)
+        alpha = 0 if prepared.alpha is None else prepared.alpha.nbytes
+        item.cost = prepared.rgb.nbytes * (1 + len(item.targets)) + alpha * 2
 
     # -- inference
     def _limit(self, item: _Item) -> int:
@@ -390,7 +379,7 @@ class _Pipeline:
                 if got is _END:
                     ended = True
                 else:
-                    add(got)  # type: ignore[arg-type]
+                    add(got)
             group = full()
             if group is None and pool:
                 # Nothing full: run the oldest group now rather than let the model idle.
@@ -432,7 +421,8 @@ class _Pipeline:
             try:
                 if rows[0].tiled:
                     item = rows[0]
-                    styled = [tiling.stylize_tiled(item.rgb, lambda b, i=index: self._call(i, b),  # type: ignore[misc]
+                    assert item.input is not None
+                    styled = [tiling.stylize_tiled(item.input.rgb, functools.partial(self._call, index),
                                                    tile=self.tile_size, overlap=self.overlap,
                                                    multiple=model.size_multiple, min_size=model.min_size,
                                                    batch_size=self._tiles_per_call())]
@@ -464,7 +454,8 @@ class _Pipeline:
         self._hand_on(item, index, out[0])
 
     def _hand_on(self, item: _Item, index: int, styled: np.ndarray) -> None:
-        _put(self.encode, (item, index, _finish_output(styled, item)), self.stop)
+        assert item.input is not None
+        _put(self.encode, (item, index, pipeline.stylize_output(styled, item.input)), self.stop)
 
     # -- encode
     def _encode_loop(self) -> None:
@@ -472,11 +463,11 @@ class _Pipeline:
             got = _get(self.encode, self.stop)
             if got is None or got is _END:
                 return
-            item, index, styled = got  # type: ignore[misc]
+            item, index, styled = cast(tuple[_Item, int, np.ndarray], got)
             target = item.targets[index]
             started = time.perf_counter()
             try:
-                write_output(target, encode_image(styled, self.options.fmt, self.options.quality))
+                write_output(target, encode_image(styled, self.fmt, self.options.quality))
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this output's failure
                 self._finish(item, index, failure_reason(exc))
             else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from artforge.batch.executor import BatchModel, Outcome, Timings, Work, failure_reason, write_output
@@ -93,20 +93,21 @@ class RemoteExecutor:
     def _stream(self, model: str, items: list[Work], options: BatchOptions, stop: threading.Event,
                 emit: Callable[[Outcome], None]) -> None:
         """One model's outputs over one StylizeStream (or one unary call for one image)."""
-        request = {"model": model, "format": options.fmt, "quality": options.quality, "max_side": options.max_side}
-
-        def one() -> Iterator[tuple[int, bytes, BaseException | None]]:
+        def one() -> Generator[tuple[int, bytes, BaseException | None]]:
             try:
-                data = self.client.stylize(image_bytes(items[0].source), **request)
+                data = self.client.stylize(image_bytes(items[0].source), model, options.fmt, options.quality,
+                                           options.max_side)
             except _PER_IMAGE as exc:
                 yield 0, b"", exc
             else:
                 yield 0, data, None
 
+        results: Generator[tuple[int, bytes, BaseException | None]]
         if len(items) == 1:  # no stream to set up
             results = one()
         else:
-            stream = self.client.stylize_many((w.source for w in items), **request)
+            stream = self.client.stylize_many((w.source for w in items), model, options.fmt, options.quality,
+                                              options.max_side)
             results = ((r.index, r.image, r.error) for r in stream)
         # Closing the generator cancels the stream at once (Ctrl-C, stop).
         with contextlib.closing(results):
