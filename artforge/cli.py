@@ -191,7 +191,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     names = {kind: [r["name"] for r in repo.describe() if r.get("kind") == kind]
              for kind in ("classifier", "generator", "stylizer")}
-    stylizers = [repo.load(name, backend=args.backend) for name in names["stylizer"]]
+    stylizers = [repo.stylizer(name, backend=args.backend) for name in names["stylizer"]]
     summary = run_stylize(LocalExecutor(stylizers), samples, out / "stylized", BatchOptions(fmt="jpg", quality=90),
                           progress=False, per_model=True)
     print(f"stylized {summary.done} images with {', '.join(names['stylizer'])} -> {out / 'stylized'}")
