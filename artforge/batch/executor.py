@@ -11,7 +11,7 @@ into written outputs:
 Executors: LocalExecutor (batch/local.py, the models in this process),
 RemoteExecutor (batch/remote.py, an artforge server's StylizeStream). A
 distributed one (Ray Data: the models in actors, `map_batches` over rows of
-(source bytes, targets)) implements the same five members and nothing of the
+(source path, targets)) implements the same protocol and nothing of the
 driver changes; see docs/batch.md.
 
 Plain Python (no OpenCV, no ONNX Runtime), so remote runs stay light.

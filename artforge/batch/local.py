@@ -4,9 +4,9 @@ A pipeline of threads joined by bounded queues, so that decoding, inference
 and encoding overlap (OpenCV and ONNX Runtime release the GIL):
 
     work ─► decode workers ─► [decoded] ─► inference (1 thread) ─► [encode] ─► encode workers ─► [results] ─► run
-            read, orient,                  pools same-size images                 encode, write                emits
-            split alpha, max-side,         into batches, runs every               atomically                   each
-            pad (or mark for tiling)       model, crops, re-attaches alpha                                     outcome
+            read, orient,                  pools same-size images                 crop, re-attach              emits
+            split alpha, max-side,         into batches, runs every               alpha, encode,               each
+            pad (or mark for tiling)       model                                  write atomically             outcome
 
 - One inference thread: the model already uses every core, and one caller
   keeps its calls back to back. It never waits for a batch to fill when the
@@ -454,8 +454,7 @@ class _Pipeline:
         self._hand_on(item, index, out[0])
 
     def _hand_on(self, item: _Item, index: int, styled: np.ndarray) -> None:
-        assert item.input is not None
-        _put(self.encode, (item, index, pipeline.stylize_output(styled, item.input)), self.stop)
+        _put(self.encode, (item, index, styled), self.stop)
 
     # -- encode
     def _encode_loop(self) -> None:
@@ -467,7 +466,9 @@ class _Pipeline:
             target = item.targets[index]
             started = time.perf_counter()
             try:
-                write_output(target, encode_image(styled, self.fmt, self.options.quality))
+                assert item.input is not None  # released only after its last output
+                image = pipeline.stylize_output(styled, item.input)  # crop, alpha back: off the inference thread
+                write_output(target, encode_image(image, self.fmt, self.options.quality))
             except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this output's failure
                 self._finish(item, index, failure_reason(exc))
             else:
