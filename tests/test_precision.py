@@ -23,10 +23,10 @@ pytestmark = pytest.mark.skipif(not (ZOO / "swirl" / "1" / "model.onnx").is_file
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from artforge.training import synthetic
+    from artforge.zoo.datasets import content_images
 
     folder = tmp_path_factory.mktemp("calibration")
-    synthetic.content_images(folder, seed=3, count=16, size=96, progress=False)
+    content_images(folder, seed=3, count=16, size=96, progress=False)
     return folder
 
 
