@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serving_support import decode, encode, noise, options, repository, running, solid
+from serving_support import decode, encode, noise, options, running, solid
 
 from artforge.cli import main
 from artforge.client import (
@@ -35,20 +35,9 @@ MAX_PIXELS = 100_000
 
 
 @pytest.fixture(scope="module")
-def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return repository(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def server(repo_path: Path) -> Iterator[Server]:
+def server_overrides() -> dict[str, object]:
     # A token on the shared server: every call below proves the metadata is sent.
-    with running(repo_path, token=TOKEN, max_image_pixels=MAX_PIXELS) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def target(server: Server) -> str:
-    return f"127.0.0.1:{server.port}"
+    return {"token": TOKEN, "max_image_pixels": MAX_PIXELS}
 
 
 @pytest.fixture

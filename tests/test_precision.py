@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    for name in ("art_style", "swirl", "abstract_dcgan"):
-        shutil.copytree(ZOO / name, root / name)
-    return root
+def repo(zoo_copy: Callable[..., Path]) -> Path:
+    return zoo_copy("art_style", "swirl", "abstract_dcgan")
 
 
 def _ops(path: Path) -> set[str]:

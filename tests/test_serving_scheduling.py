@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from onnx_builders import add_model, classifier_model, stylizer_model
-from serving_support import channel, encode, image_stub, kserve_stub, noise, repository, rpc_error, running
+from serving_support import encode, image_stub, kserve_stub, noise, rpc_error
 
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.inference import grpc_service_pb2 as pb
@@ -42,27 +42,14 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
-def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = repository(tmp_path_factory.mktemp("repo"))
+def repo_path(repo_path: Path) -> Path:
+    """The shared test repository plus a model per batching setting."""
     for name, config in CONFIGS.items():
-        add_model(root, name, classifier_model(), config=config)
-    add_model(root, "fixed4", classifier_model(batch=4))
-    add_model(root, "styles", stylizer_model(),
+        add_model(repo_path, name, classifier_model(), config=config)
+    add_model(repo_path, "fixed4", classifier_model(batch=4))
+    add_model(repo_path, "styles", stylizer_model(),
               config="max_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 1000000 }\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(repo_path: Path):
-    with running(repo_path) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ch(server):
-    ch = channel(server)
-    yield ch
-    ch.close()
+    return repo_path
 
 
 def infer_request(model: str, images: np.ndarray = RED, **fields) -> pb.ModelInferRequest:
