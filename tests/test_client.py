@@ -302,7 +302,7 @@ def test_client_imports_neither_torch_nor_onnxruntime() -> None:
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # No --token flag in cli.py (yet): the variable is the documented fallback.
+    # The CLI tests pass no --token: $ARTFORGE_TOKEN is its documented fallback.
     monkeypatch.setenv("ARTFORGE_TOKEN", TOKEN)
 
 
