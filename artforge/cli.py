@@ -219,7 +219,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
-    from artforge.training.zoo import build_zoo
+    from artforge.zoo import build_zoo
     build_zoo(out=args.out, work=args.work, quick=args.quick, only=args.only, sheet=args.sheet)
     return 0
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from serving_support import channel, decode, encode, image_stub, running
+from serving_support import decode, encode
 
 from artforge import contract
 from artforge.batch.driver import run_stylize
@@ -27,26 +27,24 @@ ZOO = Path(__file__).resolve().parent.parent / "zoo"
 
 
 @pytest.fixture(scope="module")
-def repo() -> Repository:
-    return Repository(ZOO / "repository")
+def repo_path() -> Path:
+    """The shipped zoo itself (read only): the module's server serves it."""
+    return ZOO / "repository"
 
 
 @pytest.fixture(scope="module")
-def server():
-    with running(ZOO / "repository", backend="onnxruntime") as server:
-        yield server
+def server_overrides() -> dict[str, object]:
+    return {"backend": "onnxruntime"}  # the in-process side loads ONNX Runtime too
 
 
 @pytest.fixture(scope="module")
-def stub(server):
-    ch = channel(server)
-    yield image_stub(ch)
-    ch.close()
+def repo(repo_path: Path) -> Repository:
+    return Repository(repo_path)
 
 
 @pytest.fixture(scope="module")
-def kserve(server):
-    client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+def kserve(target: str):
+    client = triton.InferenceServerClient(target)
     yield client
     client.close()
 
@@ -65,10 +63,10 @@ def _raw(kserve, model: str, name: str, array: np.ndarray, output: str) -> np.nd
     return kserve.infer(model, [tensor], outputs=[triton.InferRequestedOutput(output)]).as_numpy(output)
 
 
-def test_stylizer_paths_agree(repo: Repository, stub, kserve, tmp_path: Path) -> None:
+def test_stylizer_paths_agree(repo: Repository, image_api, kserve, tmp_path: Path) -> None:
     image = _photo_rgba()
     data = encode(image)
-    model = repo.load("mosaic", backend="onnxruntime", threads=1)
+    model = repo.stylizer("mosaic", backend="onnxruntime", threads=1)
     in_process = model.stylize(data)
     assert in_process.shape == image.shape  # same size, alpha kept
 
@@ -78,42 +76,42 @@ def test_stylizer_paths_agree(repo: Repository, stub, kserve, tmp_path: Path) ->
     run_stylize(LocalExecutor([model]), source, tmp_path / "out", BatchOptions(fmt="png"), progress=False)
     batch_tool = decode((tmp_path / "out" / "photo.png").read_bytes())
 
-    response = stub.Stylize(api.StylizeRequest(model="mosaic", image=data, format="png"), timeout=60)
-    image_api = decode(response.image)
+    response = image_api.Stylize(api.StylizeRequest(model="mosaic", image=data, format="png"), timeout=60)
+    via_api = decode(response.image)
 
     prepared = model.prepare(data)
     row = _raw(kserve, "mosaic", "image", model.padded(prepared)[np.newaxis], "stylized")[0]
     kserve_path = np.dstack((row[:prepared.height, :prepared.width], prepared.alpha))
 
-    for other in (batch_tool, image_api, kserve_path):
+    for other in (batch_tool, via_api, kserve_path):
         np.testing.assert_array_equal(other, in_process)
 
 
-def test_classifier_paths_agree(repo: Repository, stub, kserve) -> None:
+def test_classifier_paths_agree(repo: Repository, image_api, kserve) -> None:
     data = (ZOO / "samples" / "coffee.jpg").read_bytes()
-    model = repo.load("art_style", backend="onnxruntime", threads=1)
+    model = repo.classifier("art_style", backend="onnxruntime", threads=1)
     in_process = model.classify(data, top_k=len(model.labels))
 
-    response = stub.Classify(api.ClassifyRequest(model="art_style", image=data, top_k=len(model.labels)), timeout=60)
-    image_api = [(label.label, label.score) for label in response.labels]
+    request = api.ClassifyRequest(model="art_style", image=data, top_k=len(model.labels))
+    via_api = [(label.label, label.score) for label in image_api.Classify(request, timeout=60).labels]
 
     row = _raw(kserve, "art_style", "image", model.prepare([data]), "probabilities")[0]
     kserve_path = [(model.labels[i], float(row[i])) for i in model.best(row, len(model.labels))]
 
-    assert image_api == in_process == kserve_path
+    assert via_api == in_process == kserve_path
 
 
-def test_generator_paths_agree(repo: Repository, stub, kserve) -> None:
-    model = repo.load("abstract_dcgan", backend="onnxruntime", threads=1)
+def test_generator_paths_agree(repo: Repository, image_api, kserve) -> None:
+    model = repo.generator("abstract_dcgan", backend="onnxruntime", threads=1)
     in_process = model.generate(3, seed=11)
 
-    response = stub.Generate(api.GenerateRequest(model="abstract_dcgan", count=3, seed=11, format="png"), timeout=60)
-    image_api = [decode(data) for data in response.images]
+    request = api.GenerateRequest(model="abstract_dcgan", count=3, seed=11, format="png")
+    via_api = [decode(data) for data in image_api.Generate(request, timeout=60).images]
 
     latents = contract.latents(3, model.latent_size, seed=11)
     kserve_path = list(_raw(kserve, "abstract_dcgan", "latent", latents, "image"))
 
-    for images in (image_api, kserve_path):
+    for images in (via_api, kserve_path):
         assert len(images) == 3
         for got, want in zip(images, in_process, strict=True):
             np.testing.assert_array_equal(got, want)
