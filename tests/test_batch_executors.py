@@ -12,38 +12,25 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from serving_support import decode, encode, noise, repository, running
+from serving_support import decode, encode, noise
 
 from artforge.batch.executor import Executor
 from artforge.batch.options import BatchOptions
 from artforge.cli import main
-from artforge.serving.server import Server
 
 TOKEN = "t0ken"
 BOOKKEEPING = {"stylize-manifest.json", "stylize-report.json", ".artforge.lock"}
 
 
 @pytest.fixture(scope="module")
-def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return repository(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def server(repo_path: Path) -> Iterator[Server]:
-    # A token on the server: every run below proves the batch client sends it.
-    with running(repo_path, token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def target(server: Server) -> str:
-    return f"127.0.0.1:{server.port}"
+def server_overrides() -> dict[str, object]:
+    # A token on the module's server (conftest.py): every run below proves the batch client sends it.
+    return {"token": TOKEN}
 
 
 @pytest.fixture(autouse=True)
