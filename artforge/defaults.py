@@ -13,3 +13,10 @@ QUALITY = 90
 GENERATE_COUNT = 1
 #: environment variable holding the bearer token of a server (server and client side)
 TOKEN_ENV = "ARTFORGE_TOKEN"
+#: seconds per client call to a server, retries included; a 4K stylization on a busy CPU server takes seconds
+CLIENT_TIMEOUT_S = 60.0
+#: times a client call is retried while the server is unavailable
+CLIENT_RETRIES = 3
+#: largest image decoded, checked from its header: 8192 x 8192, larger than any camera photo, small
+#: enough to bound memory (the in-process runtime and the server; `artforge stylize` has its own)
+MAX_IMAGE_PIXELS = 1 << 26

@@ -304,7 +304,7 @@ def test_client_imports_neither_torch_nor_onnxruntime() -> None:
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # No --token flag in cli.py (yet): the variable is the documented fallback.
+    # The variable is the documented fallback of --token.
     monkeypatch.setenv("ARTFORGE_TOKEN", TOKEN)
 
 
