@@ -326,6 +326,29 @@ def test_cli_classify(cli_env: None, target: str, tmp_path: Path, capsys: pytest
     assert code == 2 and "nope" in err and "colours" in err
 
 
+def test_cli_classify_walks_a_folder(cli_env: None, target: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "red.png").write_bytes(encode(solid((255, 0, 0))))
+    (tmp_path / "blue.jpg").write_bytes(encode(solid((0, 0, 255)), ".jpg"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    code, out, err = run_cli(capsys, "classify", str(tmp_path), "--top-k", "1", "--server", target)
+    assert code == 0 and err == ""
+    assert out.splitlines() == [f"{tmp_path / 'blue.jpg'}: blue 1.000", f"{tmp_path / 'nested' / 'red.png'}: red 1.000"]
+
+
+def test_cli_jpeg_quality_is_the_same_locally_and_through_the_server(
+        cli_env: None, target: str, repo_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # No --quality: both paths use defaults.QUALITY, so the files are the same bytes.
+    for where, flags in (("remote", ["--server", target]), ("local", ["--repo", str(repo_path)])):
+        assert run_cli(capsys, "generate", "--format", "jpg", "--count", "2", "--out", str(tmp_path / where),
+                       *flags)[0] == 0
+    names = sorted(p.name for p in (tmp_path / "remote").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "local").iterdir()) and len(names) == 2
+    for name in names:
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
 def test_cli_generate_matches_local(cli_env: None, target: str, repo_path: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(capsys, "generate", "--count", "3", "--seed", "7", "--out", str(tmp_path / "remote"),
