@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 from typing import Any
 
 from artforge.cli.args import add_command, add_subcommands
@@ -133,12 +134,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     config = train_config(args)
-    if args.kind == "classifier":
-        from artforge.training.classifier import train
-    elif args.kind == "dcgan":
-        from artforge.training.dcgan import train
-    else:
-        from artforge.training.style import train
-    run = train(config)
+    trainer = importlib.import_module(f"artforge.training.{args.kind}")  # torch: only now
+    run = trainer.train(config)
     print(f"trained {args.kind}: {run}")
     return 0
