@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from artforge.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CLASSIFIER = "classifier"
 GENERATOR = "generator"
@@ -42,6 +45,14 @@ KEY_PRECISION = "artforge.precision"  # fp16 | int8
 KEY_SOURCE_MODEL = "artforge.source_model"  # JSON: name, version, sha256 of the fp32 model it was made from
 
 CONTRACT_VERSION = "1"
+
+
+def latents(count: int, latent_size: int, seed: int | None = None) -> np.ndarray:
+    """The generator input for `count` images: float32 [count, latent_size], standard normal, drawn with
+    numpy's default_rng(seed), so a seed means the same images on every backend, client and tool."""
+    import numpy as np  # here, so that importing the contract stays plain Python
+
+    return np.random.default_rng(seed).standard_normal((count, latent_size), dtype=np.float32)
 
 @dataclass(frozen=True)
 class ModelMetadata:

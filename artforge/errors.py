@@ -38,3 +38,9 @@ class ParityError(ArtforgeError):
     """An exported model disagrees with its PyTorch source."""
 
     grpc_code = "FAILED_PRECONDITION"
+
+
+class WrongKindError(ArtforgeError):
+    """The call needs another kind of model (e.g. classify with a stylizer)."""
+
+    grpc_code = "FAILED_PRECONDITION"

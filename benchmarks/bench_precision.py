@@ -32,7 +32,7 @@ from artforge.export.options import Thresholds  # noqa: E402
 from artforge.export.precision import make_variant  # noqa: E402
 from artforge.runtime import Repository  # noqa: E402
 from artforge.runtime.backends import available_backends  # noqa: E402
-from artforge.training.synthetic import content_images  # noqa: E402
+from artforge.zoo.datasets import content_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("art_style", "swirl", "abstract_dcgan")

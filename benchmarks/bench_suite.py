@@ -273,7 +273,7 @@ def model_cases(name: str, path: Path, wrapper: torch.nn.Module, meta: contract.
 def make_jpeg_folder(folder: Path, count: int, size: tuple[int, int]) -> None:
     import cv2
 
-    from artforge.training.synthetic import source_photos
+    from artforge.zoo.photos import source_photos
 
     rng = np.random.default_rng(0)
     photos = list(source_photos().values())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +24,16 @@ pytestmark = pytest.mark.skipif(not (ZOO / "swirl" / "1" / "model.onnx").is_file
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from artforge.training import synthetic
+    from artforge.zoo.datasets import content_images
 
     folder = tmp_path_factory.mktemp("calibration")
-    synthetic.content_images(folder, seed=3, count=16, size=96, progress=False)
+    content_images(folder, seed=3, count=16, size=96, progress=False)
     return folder
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    for name in ("art_style", "swirl", "abstract_dcgan"):
-        shutil.copytree(ZOO / name, root / name)
-    return root
+def repo(zoo_copy: Callable[..., Path]) -> Path:
+    return zoo_copy("art_style", "swirl", "abstract_dcgan")
 
 
 def _ops(path: Path) -> set[str]:

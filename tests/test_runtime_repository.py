@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from onnx_builders import add_model, classifier_model, standard_repository, stylizer_model
 
-from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError
+from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError, WrongKindError
 from artforge.runtime import Classifier, Generator, Repository, Stylizer
 
 
@@ -91,3 +91,15 @@ def test_new_versions_appear_without_reopening(tmp_path: Path) -> None:
     add_model(tmp_path, "fresh", stylizer_model(multiple=4), 9)
     model = repo.load("fresh", threads=1)
     assert model.version == 10 and model.size_multiple == 8
+
+
+def test_typed_accessors(repo_path: Path) -> None:
+    repo = Repository(repo_path)
+    assert isinstance(repo.classifier("colours", backend="onnxruntime"), Classifier)
+    assert isinstance(repo.generator("dreams", backend="onnxruntime"), Generator)
+    assert isinstance(repo.stylizer("invert", backend="onnxruntime"), Stylizer)
+    # The wrong kind is one sentence naming the models that would do, decided before any backend loads.
+    with pytest.raises(WrongKindError, match=r"model colours is a classifier, not a stylizer; stylizers in .*: invert"):
+        repo.stylizer("colours")
+    with pytest.raises(NotFoundError):
+        repo.classifier("nowhere")

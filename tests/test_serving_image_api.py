@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from serving_support import channel, decode, encode, image_stub, noise, repository, rpc_error, running, solid
+from serving_support import decode, encode, noise, rpc_error, solid
 
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.runtime import Repository
@@ -20,32 +20,19 @@ MAX_MESSAGE_MB = 0.25
 
 
 @pytest.fixture(scope="module")
-def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return repository(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def server(repo_path: Path):
+def server_overrides() -> dict[str, object]:
     # max_batch_size 2 makes Generate split a count of 5 into three graph runs.
-    with running(repo_path, max_image_pixels=MAX_PIXELS, max_message_mb=MAX_MESSAGE_MB, max_request_batch=8,
-                 max_batch_size=2) as server:
-        yield server
+    return {"max_image_pixels": MAX_PIXELS, "max_message_mb": MAX_MESSAGE_MB, "max_request_batch": 8,
+            "max_batch_size": 2}
 
 
-@pytest.fixture(scope="module")
-def stub(server):
-    ch = channel(server)
-    yield image_stub(ch)
-    ch.close()
+def classify(image_api, image: bytes, model: str = "colours", **fields) -> api.ClassifyResponse:
+    return image_api.Classify(api.ClassifyRequest(model=model, image=image, **fields), timeout=10)
 
 
-def classify(stub, image: bytes, model: str = "colours", **fields) -> api.ClassifyResponse:
-    return stub.Classify(api.ClassifyRequest(model=model, image=image, **fields), timeout=10)
-
-
-def good_request(stub) -> None:
+def good_request(image_api) -> None:
     """The server still serves after a bad request."""
-    assert classify(stub, encode(solid((0, 255, 0)))).labels[0].label == "green"
+    assert classify(image_api, encode(solid((0, 255, 0)))).labels[0].label == "green"
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -58,62 +45,63 @@ def png_header(width: int, height: int) -> bytes:
 # ------------------------------------------------------------------ Classify
 
 
-def test_classify_png_and_jpeg(stub) -> None:
-    red = classify(stub, encode(solid((255, 0, 0), 20, 30)))
+def test_classify_png_and_jpeg(image_api) -> None:
+    red = classify(image_api, encode(solid((255, 0, 0), 20, 30)))
     assert (red.model, red.model_version) == ("colours", "2")
     assert [label.label for label in red.labels] == ["red", "green", "blue"]  # top_k 0 = 5, capped at 3 classes
     assert red.labels[0].index == 0 and red.labels[0].score > 0.9
     assert red.labels[0].score >= red.labels[1].score >= red.labels[2].score
-    blue = classify(stub, encode(solid((0, 0, 255), 30, 40), ".jpg"), top_k=1)
+    blue = classify(image_api, encode(solid((0, 0, 255), 30, 40), ".jpg"), top_k=1)
     assert [(label.label, label.index) for label in blue.labels] == [("blue", 2)]
 
 
 # ------------------------------------------------------------------ Generate
 
 
-def test_generate_matches_in_process_generator(stub, repo_path: Path) -> None:
-    response = stub.Generate(api.GenerateRequest(model="dreams", count=5, seed=7), timeout=10)
+def test_generate_matches_in_process_generator(image_api, repo_path: Path) -> None:
+    response = image_api.Generate(api.GenerateRequest(model="dreams", count=5, seed=7), timeout=10)
     assert (response.format, response.seed, len(response.images)) == ("png", 7, 5)
     local = Repository(repo_path).load("dreams", threads=1).generate(5, seed=7)
     for data, expected in zip(response.images, local, strict=True):
         np.testing.assert_array_equal(decode(data), expected)
 
 
-def test_generate_random_seed_is_reported_and_reproducible(stub) -> None:
-    first = stub.Generate(api.GenerateRequest(model="dreams", format="jpeg", quality=80), timeout=10)
+def test_generate_random_seed_is_reported_and_reproducible(image_api) -> None:
+    first = image_api.Generate(api.GenerateRequest(model="dreams", format="jpeg", quality=80), timeout=10)
     assert len(first.images) == 1 and first.format == "jpeg" and first.images[0][:2] == b"\xff\xd8"
-    again = stub.Generate(api.GenerateRequest(model="dreams", format="jpeg", quality=80, seed=first.seed), timeout=10)
+    again = image_api.Generate(api.GenerateRequest(model="dreams", format="jpeg", quality=80, seed=first.seed),
+                               timeout=10)
     assert again.images == first.images
-    zero = stub.Generate(api.GenerateRequest(model="dreams", seed=0), timeout=10)
+    zero = image_api.Generate(api.GenerateRequest(model="dreams", seed=0), timeout=10)
     assert zero.seed == 0
 
 
 # ------------------------------------------------------------------ Stylize
 
 
-def test_stylize_png_keeps_size_and_format(stub) -> None:
+def test_stylize_png_keeps_size_and_format(image_api) -> None:
     image = noise(7, 10)  # not multiples of the model's 4: padded, then cropped back
-    response = stub.Stylize(api.StylizeRequest(model="invert", image=encode(image), request_id="x"), timeout=10)
+    response = image_api.Stylize(api.StylizeRequest(model="invert", image=encode(image), request_id="x"), timeout=10)
     assert (response.width, response.height, response.format, response.request_id) == (10, 7, "png", "x")
     np.testing.assert_array_equal(decode(response.image), 255 - image)
 
 
-def test_stylize_jpeg_webp_alpha_and_max_side(stub) -> None:
-    jpeg = stub.Stylize(api.StylizeRequest(model="invert", image=encode(solid((10, 20, 30), 12, 12), ".jpg")),
+def test_stylize_jpeg_webp_alpha_and_max_side(image_api) -> None:
+    jpeg = image_api.Stylize(api.StylizeRequest(model="invert", image=encode(solid((10, 20, 30), 12, 12), ".jpg")),
                         timeout=10)
     assert jpeg.format == "jpeg" and jpeg.image[:2] == b"\xff\xd8"
-    webp = stub.Stylize(api.StylizeRequest(model="invert", image=encode(noise(8, 8)), format="webp"), timeout=10)
+    webp = image_api.Stylize(api.StylizeRequest(model="invert", image=encode(noise(8, 8)), format="webp"), timeout=10)
     assert webp.format == "webp" and webp.image[8:12] == b"WEBP"
     rgba = noise(8, 8, channels=4, seed=2)
-    styled = decode(stub.Stylize(api.StylizeRequest(model="invert", image=encode(rgba)), timeout=10).image)
+    styled = decode(image_api.Stylize(api.StylizeRequest(model="invert", image=encode(rgba)), timeout=10).image)
     np.testing.assert_array_equal(styled[..., 3], rgba[..., 3])  # alpha kept as it was
     np.testing.assert_array_equal(styled[..., :3], 255 - rgba[..., :3])
-    small = stub.Stylize(api.StylizeRequest(model="invert", image=encode(noise(7, 10)), max_side=5), timeout=10)
+    small = image_api.Stylize(api.StylizeRequest(model="invert", image=encode(noise(7, 10)), max_side=5), timeout=10)
     assert (small.width, small.height) == (5, 4)
     assert decode(small.image).shape == (4, 5, 3)
 
 
-def test_stylize_stream_reports_bad_items_in_band(stub) -> None:
+def test_stylize_stream_reports_bad_items_in_band(image_api) -> None:
     images = [noise(8, 8, seed=i) for i in range(3)]
     requests = [
         api.StylizeRequest(model="invert", image=encode(images[0]), request_id="first"),
@@ -122,7 +110,7 @@ def test_stylize_stream_reports_bad_items_in_band(stub) -> None:
         api.StylizeRequest(model="colours", image=encode(images[2])),
         api.StylizeRequest(model="invert", image=encode(images[2])),
     ]
-    responses = list(stub.StylizeStream(iter(requests), timeout=20))
+    responses = list(image_api.StylizeStream(iter(requests), timeout=20))
     assert [r.request_id for r in responses] == ["first", "1", "2", "3", "4"]
     for response, image in zip([responses[0], responses[1], responses[4]], images, strict=True):
         assert not response.HasField("error")
@@ -136,8 +124,8 @@ def test_stylize_stream_reports_bad_items_in_band(stub) -> None:
 # ------------------------------------------------------------------ ListModels
 
 
-def test_list_models(stub) -> None:
-    models = {m.name: m for m in stub.ListModels(api.ListModelsRequest(), timeout=10).models}
+def test_list_models(image_api) -> None:
+    models = {m.name: m for m in image_api.ListModels(api.ListModelsRequest(), timeout=10).models}
     assert list(models) == ["broken", "colours", "dreams", "invert"]
     colours = models["colours"]
     assert (colours.kind, colours.ready, colours.reason) == ("classifier", True, "")
@@ -193,9 +181,9 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
-def test_bad_request_then_good_one(stub, case: str) -> None:
+def test_bad_request_then_good_one(image_api, case: str) -> None:
     method, request, code, message = BAD_REQUESTS[case]
-    error = rpc_error(getattr(stub, method), request, timeout=10)
+    error = rpc_error(getattr(image_api, method), request, timeout=10)
     assert error.code() == code, error.details()
     assert re.search(message, error.details()), error.details()
-    good_request(stub)
+    good_request(image_api)

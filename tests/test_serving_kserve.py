@@ -11,43 +11,21 @@ import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
-from serving_support import channel, kserve_stub, noise, repository, rpc_error
-from serving_support import options as server_options
+from serving_support import noise, rpc_error
 from tritonclient.utils import InferenceServerException
 
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.runtime import Repository
-from artforge.serving.server import Server
 
 RED = np.zeros((1, 8, 8, 3), np.uint8)
 RED[..., 0] = 255
 
 
 @pytest.fixture(scope="module")
-def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return repository(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def server(repo_path: Path):
-    server = Server(server_options(repo_path))
-    server.start()
-    yield server
-    server.stop(grace=0)
-
-
-@pytest.fixture(scope="module")
-def client(server: Server):
-    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+def client(target: str):
+    client = triton.InferenceServerClient(url=target)
     yield client
     client.close()
-
-
-@pytest.fixture(scope="module")
-def stub(server: Server):
-    ch = channel(server)
-    yield kserve_stub(ch)
-    ch.close()
 
 
 def tensor(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
@@ -153,11 +131,11 @@ def test_int64_pixels_convert_to_uint8(client: triton.InferenceServerClient) -> 
     assert result.as_numpy("probabilities").argmax() == 0
 
 
-def test_typed_contents_in_typed_contents_out(stub) -> None:
+def test_typed_contents_in_typed_contents_out(kserve_api) -> None:
     request = pb.ModelInferRequest(model_name="colours", id="typed", inputs=[pb.ModelInferRequest.InferInputTensor(
         name="image", datatype="UINT8", shape=[1, 8, 8, 3],
         contents=pb.InferTensorContents(uint_contents=RED.reshape(-1).tolist()))])
-    response = stub.ModelInfer(request)
+    response = kserve_api.ModelInfer(request)
     assert response.id == "typed" and not response.raw_output_contents
     (output,) = response.outputs
     assert output.datatype == "FP32" and list(output.shape) == [1, 3]
@@ -165,7 +143,7 @@ def test_typed_contents_in_typed_contents_out(stub) -> None:
 
     latents = pb.ModelInferRequest(model_name="dreams", inputs=[pb.ModelInferRequest.InferInputTensor(
         name="latent", datatype="FP64", shape=[1, 4], contents=pb.InferTensorContents(fp64_contents=[0.1] * 4))])
-    image = stub.ModelInfer(latents).outputs[0]
+    image = kserve_api.ModelInfer(latents).outputs[0]
     assert image.datatype == "UINT8" and len(image.contents.uint_contents) == 4 * 4 * 3
 
 
@@ -225,8 +203,8 @@ def test_repository_index(client: triton.InferenceServerClient) -> None:
     assert "broken" in {m["name"] for m in ready["models"]}
 
 
-def test_repository_index_ready_only(stub) -> None:
-    names = {m.name for m in stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True)).models}
+def test_repository_index_ready_only(kserve_api) -> None:
+    names = {m.name for m in kserve_api.RepositoryIndex(pb.RepositoryIndexRequest(ready=True)).models}
     assert names == {"colours", "dreams", "invert"}
 
 
@@ -361,9 +339,9 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
-def test_bad_request_then_good_one(stub, client: triton.InferenceServerClient, case: str) -> None:
+def test_bad_request_then_good_one(kserve_api, client: triton.InferenceServerClient, case: str) -> None:
     request, code, message = BAD_REQUESTS[case]
-    error = rpc_error(stub.ModelInfer, request, timeout=10)
+    error = rpc_error(kserve_api.ModelInfer, request, timeout=10)
     assert error.code() == code, error.details()
     assert re.search(message, error.details()), error.details()
     good_request(client)

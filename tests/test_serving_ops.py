@@ -34,14 +34,8 @@ RED_PNG = encode(solid((255, 0, 0)))
 
 
 @pytest.fixture(scope="module")
-def repo_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return repository(tmp_path_factory.mktemp("repo"))
-
-
-@pytest.fixture(scope="module")
-def server(repo_path: Path):
-    with running(repo_path, metrics_port=0) as server:
-        yield server
+def server_overrides() -> dict[str, object]:
+    return {"metrics_port": 0}
 
 
 def health_status(ch: grpc.Channel, service: str) -> int:

@@ -10,10 +10,10 @@ checking and running real engines.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_builders import add_model, classifier_model, stylizer_model
 
 from artforge import contract
 from artforge.contract import ModelMetadata
@@ -51,7 +52,6 @@ from artforge.runtime.backends.tensorrt_backend import (
 )
 from artforge.runtime.imageio import write_image
 from artforge.runtime.pipeline import classifier_batch
-from tests.onnx_builders import add_model, classifier_model, stylizer_model
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "zoo" / "repository"
@@ -419,7 +419,7 @@ class _BrokenEngineRunner(_OrtEngineRunner):
         return {name: 255 - out for name, out in super().run(feeds).items()}
 
 
-def test_build_flow_on_cpu_with_onnx_runtime_standing_in_for_tensorrt(tmp_path: Path,
+def test_build_flow_on_cpu_with_onnx_runtime_standing_in_for_tensorrt(tmp_path: Path, zoo_copy: Callable[..., Path],
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # Only _build_plan and EngineRunner (the code that needs TensorRT) are replaced; profiles, the
     # instance-norm choice, the timing cache file, parity, metadata, --rebuild-stale and the backend's
@@ -439,8 +439,7 @@ def test_build_flow_on_cpu_with_onnx_runtime_standing_in_for_tensorrt(tmp_path: 
         return onnx_bytes, timing_cache + b"t"
 
     monkeypatch.setattr(trt_build, "_build_plan", fake_build)
-    repo = tmp_path / "repo"
-    shutil.copytree(ZOO / "swirl", repo / "swirl")
+    repo = zoo_copy("swirl")
     options = trt_build.BuildOptions(max_batch=2, min_side=32, opt_side=48, max_side=64)
     plan = trt_build.build_engine(repo, "swirl", options=options, log=None)
 
@@ -495,22 +494,22 @@ def test_instance_norm_variants_and_their_calibration_caches(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------- GPU
-def _gpu_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    shutil.copytree(ZOO / "swirl", repo / "swirl")
+def _gpu_repo(zoo_copy: Callable[..., Path]) -> Path:
+    repo = zoo_copy("swirl")
     add_model(repo, "colours", classifier_model(size=16), config='name: "colours"\nmax_batch_size: 8\n')
     return repo
 
 
 @pytest.mark.gpu
 @needs_gpu
-def test_gpu_stylizer_engine_builds_checks_and_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_stylizer_engine_builds_checks_and_runs(tmp_path: Path, zoo_copy: Callable[..., Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from artforge.runtime import Repository
     from artforge.runtime.backends import register_backend
 
     register_backend(TensorRTBackend)  # a no-op once runtime/backends/__init__.py registers it
     monkeypatch.setenv("ARTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    repo = _gpu_repo(tmp_path)
+    repo = _gpu_repo(zoo_copy)
     options = trt_build.BuildOptions(precision="fp16", max_batch=2, min_side=32, opt_side=64, max_side=128)
     plan = trt_build.build_engine(repo, "swirl", options=options, log=None)
     meta = read_plan_metadata(plan)
@@ -559,13 +558,14 @@ def test_gpu_stylizer_engine_builds_checks_and_runs(tmp_path: Path, monkeypatch:
 
 @pytest.mark.gpu
 @needs_gpu
-def test_gpu_classifier_engine_classifies_like_onnx_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_classifier_engine_classifies_like_onnx_runtime(tmp_path: Path, zoo_copy: Callable[..., Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from artforge.runtime import Repository
     from artforge.runtime.backends import register_backend
 
     register_backend(TensorRTBackend)
     monkeypatch.setenv("ARTFORGE_CACHE_DIR", str(tmp_path / "cache"))
-    repo = _gpu_repo(tmp_path)
+    repo = _gpu_repo(zoo_copy)
     plan = trt_build.build_engine(repo, "colours", log=None)
     meta = read_plan_metadata(plan)
     assert meta["profiles"][0]["image"]["max"] == [8, 16, 16, 3]  # config.pbtxt's max_batch_size

@@ -4,11 +4,13 @@ held-out evaluation, contact sheet) at toy sizes, then the runtime on the result
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
 from artforge.runtime import Repository
-from artforge.training.zoo import ZOO, build_zoo
+from artforge.zoo import ZOO, build_zoo
 
 
 def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
@@ -30,3 +32,8 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert repo.load("mosaic").stylize(photo).shape == photo.shape
     assert len(repo.load("art_style").classify(photo, top_k=2)) == 2
     assert repo.load("abstract_dcgan").generate(2, seed=1)[0].shape == (64, 64, 3)
+
+
+def test_importing_the_zoo_package_does_not_import_torch() -> None:
+    code = "import sys, artforge.zoo; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -23,7 +23,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from artforge.training.zoo import build_zoo
+    from artforge.zoo import build_zoo
 
     build_zoo(out=args.out, work=args.work, quick=args.quick, only=args.only, sheet=args.sheet)
     return 0

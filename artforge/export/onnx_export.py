@@ -194,6 +194,8 @@ def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET) -> onnx.ModelProt
     except Exception as exc:  # the exporter raises many internal types; the first line names the problem
         raise ModelLoadError(f"the {loaded.kind} in {loaded.run} could not be exported to ONNX: "
                              f"{_first_line(exc)}") from exc
+    if program is None:  # only when asked not to export, which this call never does
+        raise ModelLoadError(f"the ONNX exporter returned nothing for the {loaded.kind} in {loaded.run}")
     model = program.model_proto
     _rename_dims(model, loaded.kind)
     model.doc_string = f"artforge {loaded.kind}"

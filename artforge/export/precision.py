@@ -116,8 +116,8 @@ def image_batches(paths: Sequence[Path], meta: contract.ModelMetadata, size: int
 
 
 def latent_batches(meta: contract.ModelMetadata, count: int, seed: int, batch: int | None = None) -> list[np.ndarray]:
-    """Seeded standard-normal latents, drawn as the runtime's Generator.latents draws them."""
-    latents = np.random.default_rng(seed).standard_normal((count, int(meta.latent_size or 0)), dtype=np.float32)
+    """Seeded latents, the contract's draw (as every generate call makes them)."""
+    latents = contract.latents(count, int(meta.latent_size or 0), seed)
     step = batch or _BATCH[contract.GENERATOR]
     return [latents[i:i + step] for i in range(0, count, step)]
 

@@ -42,7 +42,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 # stylizer requests differ in H and W and hold large activations, so fewer.
 MAX_BATCH_SIZE = {contract.CLASSIFIER: 64, contract.GENERATOR: 64, contract.STYLIZER: 8}
 
-_TRITON_DTYPES = {
+_TRITON_DTYPES: dict[int, str] = {
     onnx.TensorProto.UINT8: "TYPE_UINT8",
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",

@@ -138,6 +138,7 @@ def compute_profile(meta: contract.ModelMetadata, input_shape: Sequence[int | No
             raise InvalidInputError(f"--opt-batch {opt_b} is above the maximum batch {high_batch}")
         low_batch = 1
 
+    rest: tuple[int, ...]
     if kind == contract.CLASSIFIER:
         side = int(meta.input_size)  # type: ignore[arg-type]  # required for classifiers by the contract
         rest = (side, side, 3)
@@ -463,7 +464,7 @@ def _make_calibrator(trt: Any, batches: Iterator[np.ndarray], batch_size: int, c
     """An IInt8EntropyCalibrator2 that feeds `batches` and keeps TensorRT's result in `cache`."""
     from artforge.runtime.backends.tensorrt_backend import _Buffer, cuda_check, cudart
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+    class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._batches = batches
@@ -507,7 +508,7 @@ def _build_plan(onnx_bytes: bytes, source: str, profile: Mapping[str, ShapeRange
                 timing_cache: bytes, calibrator: Any | None, calibration_shape: Sequence[int] | None,
                 explicit_int8: bool) -> tuple[bytes, bytes]:
     """(serialized engine, updated timing cache) for one ONNX graph."""
-    import tensorrt as trt  # type: ignore[import-not-found]
+    import tensorrt as trt
 
     from artforge.runtime.backends.tensorrt_backend import trt_logger
 
@@ -671,7 +672,7 @@ def build_engine(repo: Path | str, name: str, version: int | str | None = None,
     say("profile: " + ", ".join(f"{n} min {list(r.min)} opt {list(r.opt)} max {list(r.max)}"
                                  for n, r in profile.items()))
 
-    import tensorrt as trt  # type: ignore[import-not-found]
+    import tensorrt as trt
 
     explicit_int8 = has_op(model, "QuantizeLinear", "DequantizeLinear")
     calibration_shape, calibration_info = None, None

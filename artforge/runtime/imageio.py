@@ -19,13 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from artforge import defaults
 from artforge.defaults import MAX_IMAGE_PIXELS as DEFAULT_MAX_PIXELS
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 from artforge.files import write_bytes_atomic
 
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF"
 ENCODE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}
-_DEFAULT_QUALITY = {".jpg": 95, ".webp": 90}
 
 #: what an `image` argument may be
 ImageLike = np.ndarray | bytes | bytearray | memoryview | str | os.PathLike
@@ -165,6 +165,8 @@ def probe_image(data: bytes | bytearray | memoryview | np.ndarray) -> ImageInfo 
     """Format, size and EXIF orientation from the header alone; None when unknown."""
     # The parsers only index, slice and struct-unpack, which a memoryview
     # does without copying the (possibly large) buffer.
+    if isinstance(data, np.ndarray):
+        data = data.data
     view = data if isinstance(data, bytes) else memoryview(data).cast("B")
     for magic, offset, parse in _SIGNATURES:
         if view[offset:offset + len(magic)] == magic:
@@ -286,19 +288,21 @@ def as_rgb8(image: np.ndarray, source: str = "image array") -> np.ndarray:
 
 
 def load_image(image: ImageLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               short_side: int | None = None, long_side: int | None = None) -> np.ndarray:
+               short_side: int | None = None, long_side: int | None = None, source: str | None = None) -> np.ndarray:
     """Any accepted image argument (array, encoded bytes, file path) as RGB or RGBA uint8.
 
     Arrays are returned as they are when already RGB(A) uint8; the size hints
-    only speed up JPEG decoding (see decode_image).
+    only speed up JPEG decoding (see decode_image). `source` names an array
+    or bytes in errors (e.g. the request field they came from); a file is
+    always named by its path.
     """
     if isinstance(image, np.ndarray):
-        image = as_rgb8(image)
-        _check_pixels(image.shape[1], image.shape[0], max_pixels, "image array")
+        image = as_rgb8(image, source or "image array")
+        _check_pixels(image.shape[1], image.shape[0], max_pixels, source or "image array")
         return image
     hints = {"max_pixels": max_pixels, "short_side": short_side, "long_side": long_side}
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode_image(image, **hints)
+        return decode_image(image, **hints, source=source or "image bytes")
     if isinstance(image, (str, os.PathLike)):
         return read_image(image, **hints)
     raise InvalidInputError(f"an image must be a numpy array, encoded bytes or a file path, not {type(image).__name__}")
@@ -317,8 +321,8 @@ def flatten_alpha(rgba: np.ndarray, background: int = 255) -> np.ndarray:
 def encode_image(image: np.ndarray, fmt: str = "png", quality: int | None = None) -> bytes:
     """Encode RGB/RGBA (or grayscale, or 16-bit) pixels as png, jpeg or webp bytes.
 
-    quality (1-100) applies to jpeg (default 95) and webp (default 90, >100 is
-    lossless); PNG is always lossless. JPEG has no alpha, so RGBA is
+    quality (1-100) applies to jpeg and webp (default artforge.defaults.QUALITY,
+    >100 is lossless webp); PNG is always lossless. JPEG has no alpha, so RGBA is
     composited over white.
     """
     ext = ENCODE_FORMATS.get(str(fmt).lower().lstrip("."))
@@ -332,9 +336,9 @@ def encode_image(image: np.ndarray, fmt: str = "png", quality: int | None = None
     bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     params: list[int] = []
     if ext == ".jpg":
-        params = [cv2.IMWRITE_JPEG_QUALITY, quality or _DEFAULT_QUALITY[ext]]
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality or defaults.QUALITY]
     elif ext == ".webp":
-        params = [cv2.IMWRITE_WEBP_QUALITY, quality or _DEFAULT_QUALITY[ext]]
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality or defaults.QUALITY]
     ok, encoded = cv2.imencode(ext, bgr, params)
     if not ok:
         raise InvalidInputError(f"OpenCV could not encode a {image.shape} image as {fmt}")

@@ -13,16 +13,19 @@ from typing import ClassVar
 
 import numpy as np
 
-from artforge import contract
+from artforge import contract, defaults
 from artforge.contract import ModelMetadata
 from artforge.errors import InvalidInputError, ModelLoadError, ResourceExhaustedError
 from artforge.runtime import pipeline
 from artforge.runtime.backends import Backend, TensorSpec, create_backend
-from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike, load_image
+from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike
+from artforge.runtime.pipeline import StylizeInput
+
+Feeds = dict[str, np.ndarray]
 
 _U8, _F32 = np.dtype(np.uint8), np.dtype(np.float32)
 # Per kind: the dtype and rank of each contract tensor.
-_TENSORS = {
+_TENSORS: dict[str, dict[str, tuple[np.dtype, int]]] = {
     contract.CLASSIFIER: {"image": (_U8, 4), "probabilities": (_F32, 2)},
     contract.GENERATOR: {"latent": (_F32, 2), "image": (_U8, 4)},
     contract.STYLIZER: {"image": (_U8, 4), "stylized": (_U8, 4)},
@@ -117,11 +120,18 @@ class Model:
     def outputs(self) -> tuple[TensorSpec, ...]:
         return self.backend.outputs
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} v{self.version} on {self.backend_name}>"
+    @property
+    def description(self) -> str:
+        """The kind, and the precision of a reduced-precision variant (the backend's own option, e.g.
+        openvino:fp32, is its inference precision hint, not the weights')."""
+        return f"{self.metadata.precision} {self.kind}" if self.metadata.precision else self.kind
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run raw tensors through the graph after checking names, dtypes and shapes."""
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} v{self.version}: {self.description} on {self.backend_name}>"
+
+    def check(self, feeds: Feeds) -> Feeds:
+        """The feeds as contiguous arrays after checking names, dtypes, shapes and the batch limit
+        (InvalidInputError names what is wrong)."""
         if not isinstance(feeds, dict) or set(feeds) != self._input_names:
             got = ", ".join(map(str, feeds)) if isinstance(feeds, dict) else type(feeds).__name__
             raise InvalidInputError(f"model {self.name} takes input(s) "
@@ -141,23 +151,36 @@ class Model:
                 raise InvalidInputError(f"model {self.name}: a batch of {array.shape[0]} is over its "
                                         f"max_batch_size of {self.max_batch_size} (config.pbtxt)")
             checked[spec.name] = np.ascontiguousarray(array)
-        return self.backend.run(checked)
+        return checked
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """The contract output for a batch the pipeline built (already valid), split to the batch limit."""
-        count = len(batch)
-        batch = np.ascontiguousarray(batch)  # e.g. a caller's array slice; no copy when already contiguous
+    def infer(self, feeds: Feeds) -> Feeds:
+        """Run raw tensors through the graph after checking names, dtypes and shapes."""
+        return self.run(self.check(feeds))
+
+    def run(self, feeds: Feeds) -> Feeds:
+        """Run feeds that are already valid (built by this kind's pipeline, or passed through `check`).
+
+        Batches over the model's limit run in several calls; a graph exported
+        with a fixed batch gets exactly that many rows (zero rows added, their
+        outputs dropped). Every caller, the server's batcher included, runs
+        graphs through here.
+        """
+        feeds = {name: np.ascontiguousarray(array) for name, array in feeds.items()}  # no copy when contiguous
+        count = len(next(iter(feeds.values())))
         if self._batch_limit is None or (count <= self._batch_limit and self._fixed_batch in (None, count)):
-            return self.backend.run({self._input: batch})[self._output]
+            return self.backend.run(feeds)
         parts = []
         for rows in pipeline.chunks(count, self._batch_limit):
-            part = batch[rows]
-            used = len(part)
-            if self._fixed_batch and used < self._fixed_batch:
-                padding = np.zeros((self._fixed_batch - used, *part.shape[1:]), dtype=part.dtype)
-                part = np.concatenate([part, padding])
-            parts.append(self.backend.run({self._input: part})[self._output][:used])
-        return np.concatenate(parts)
+            used = rows.stop - rows.start
+            part = {name: array[rows] for name, array in feeds.items()}
+            if self._fixed_batch:
+                part = {name: pipeline.pad_batch(array, self._fixed_batch) for name, array in part.items()}
+            parts.append({name: out[:used] for name, out in self.backend.run(part).items()})
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """The contract output for a batch of the contract input."""
+        return self.run({self._input: batch})[self._output]
 
 
 class Classifier(Model):
@@ -167,24 +190,29 @@ class Classifier(Model):
         self.labels = self.metadata.labels
         self.input_size: int = self.metadata.input_size  # type: ignore[assignment]  # required by the contract
 
+    def prepare(self, images: Sequence[ImageLike], source: str | None = None) -> np.ndarray:
+        """The graph input for a list of images: uint8 [N, S, S, 3] (decoded, centre square)."""
+        return pipeline.classifier_batch(images, self.input_size, self.max_pixels, source)
+
+    def best(self, probabilities: np.ndarray, top_k: int = defaults.TOP_K) -> list[int]:
+        """Label indices of the top_k classes of one probability row, most likely first."""
+        pipeline.check_positive(top_k, "top_k")
+        return [int(i) for i in pipeline.top_k(probabilities, top_k)]
+
     def probabilities(self, images: Sequence[ImageLike]) -> np.ndarray:
         """float32 [N, len(labels)] class probabilities for a list of images."""
         if not len(images):
             return np.empty((0, len(self.labels)), dtype=np.float32)
-        return self._run(pipeline.classifier_batch(images, self.input_size, self.max_pixels))
+        return self._run(self.prepare(images))
 
-    def classify_batch(self, images: Sequence[ImageLike], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def classify_batch(self, images: Sequence[ImageLike],
+                       top_k: int = defaults.TOP_K) -> list[list[tuple[str, float]]]:
         """The top_k (label, probability) pairs for each image, most likely first."""
         pipeline.check_positive(top_k, "top_k")
-        k = min(top_k, len(self.labels))
-        results = []
-        for row in self.probabilities(images):
-            best = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
-            best = best[np.argsort(-row[best], kind="stable")]
-            results.append([(self.labels[i], float(row[i])) for i in best])
-        return results
+        return [[(self.labels[i], float(row[i])) for i in self.best(row, top_k)]
+                for row in self.probabilities(images)]
 
-    def classify(self, image: ImageLike, top_k: int = 5) -> list[tuple[str, float]]:
+    def classify(self, image: ImageLike, top_k: int = defaults.TOP_K) -> list[tuple[str, float]]:
         """The top_k (label, probability) pairs for one image, most likely first."""
         return self.classify_batch([image], top_k)[0]
 
@@ -195,14 +223,14 @@ class Generator(Model):
     def _configure(self) -> None:
         self.latent_size: int = self.metadata.latent_size  # type: ignore[assignment]  # required by the contract
 
-    def latents(self, count: int = 1, seed: int | None = None) -> np.ndarray:
+    def latents(self, count: int = defaults.GENERATE_COUNT, seed: int | None = None) -> np.ndarray:
         """float32 [count, latent_size] standard-normal latents; the same seed gives the same latents."""
         pipeline.check_positive(count, "count")
         if count > MAX_GENERATE:
             raise ResourceExhaustedError(f"count is {count}; generate at most {MAX_GENERATE} images per call")
-        return np.random.default_rng(seed).standard_normal((count, self.latent_size), dtype=np.float32)
+        return contract.latents(count, self.latent_size, seed)
 
-    def generate(self, count: int = 1, seed: int | None = None) -> list[np.ndarray]:
+    def generate(self, count: int = defaults.GENERATE_COUNT, seed: int | None = None) -> list[np.ndarray]:
         """count RGB uint8 HxWx3 images from seeded latents."""
         return list(self._run(self.latents(count, seed)))
 
@@ -214,27 +242,25 @@ class Stylizer(Model):
         self.size_multiple = self.metadata.size_multiple
         self.min_size = self.metadata.min_size
 
-    def _prepare(self, image: ImageLike, max_side: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-        rgb, alpha = pipeline.split_alpha(load_image(image, max_pixels=self.max_pixels, long_side=max_side))
-        if max_side:
-            rgb = pipeline.fit_max_side(rgb, max_side)
-            alpha = None if alpha is None else pipeline.fit_max_side(alpha, max_side)
-        return rgb, alpha
+    def prepare(self, image: ImageLike, max_side: int | None = None, source: str | None = None) -> StylizeInput:
+        """Decode one image for this model (see pipeline.stylize_input)."""
+        return pipeline.stylize_input(image, max_side, self.max_pixels, source)
+
+    def padded(self, prepared: StylizeInput) -> np.ndarray:
+        """The graph input of one prepared image: [H', W', 3], padded to this model's size multiple."""
+        return prepared.padded(self.size_multiple, self.min_size)
 
     def stylize_batch(self, images: Sequence[ImageLike], max_side: int | None = None) -> list[np.ndarray]:
         """Stylize several images, running same-size ones together as one batch."""
         pipeline.check_positive(max_side, "max_side")
-        prepared = [self._prepare(image, max_side) for image in images]
-        padded = [pipeline.pad_to_multiple(rgb, self.size_multiple, self.min_size) for rgb, _ in prepared]
-        results: list[np.ndarray | None] = [None] * len(prepared)
+        prepared = [self.prepare(image, max_side) for image in images]
+        padded = [self.padded(p) for p in prepared]
+        results: list[np.ndarray] = [np.empty(0, np.uint8)] * len(prepared)
         for indices in pipeline.group_by_shape(padded).values():
             out = self._run(pipeline.stack([padded[i] for i in indices]))
             for row, i in zip(out, indices, strict=True):
-                rgb, alpha = prepared[i]
-                height, width = rgb.shape[:2]
-                styled = np.ascontiguousarray(row[:height, :width])
-                results[i] = styled if alpha is None else np.dstack((styled, alpha))
-        return results  # type: ignore[return-value]
+                results[i] = pipeline.stylize_output(row, prepared[i])
+        return results
 
     def run_padded(self, batch: np.ndarray) -> np.ndarray:
         """Stylize a batch the caller prepared itself (the batch tool decodes, pads and groups images in

@@ -1,4 +1,13 @@
-"""Pre- and post-processing around a graph, driven by the model's metadata.
+"""Pre- and post-processing around a graph, driven by the model's metadata: the one home of each step.
+
+Every caller (the in-process models, the batch tool's executors, every
+server front end) calls these functions, so the same input gives the same
+pixels on every path:
+
+- classifier: classifier_batch (decode, centre square) -> graph -> top_k
+- generator:  contract.latents -> graph
+- stylizer:   stylize_input (decode, split alpha, max-side fit) -> StylizeInput.padded (to the size multiple)
+              -> graph -> stylize_output (crop back, re-attach alpha)
 
 Everything here works on RGB(A) uint8 HxWxC arrays; normalisation is inside
 the graphs (artifact contract), so the only work left is geometry.
@@ -7,6 +16,7 @@ the graphs (artifact contract), so the only work left is geometry.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -62,14 +72,62 @@ def center_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -
     return cv2.resize(square, (size, size), dst=out, interpolation=interpolation)
 
 
-def classifier_batch(images: Sequence[ImageLike], size: int,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def classifier_batch(images: Sequence[ImageLike], size: int, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                     source: str | None = None) -> np.ndarray:
     """Decode and centre-crop images straight into one [N,size,size,3] uint8 batch."""
     batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
     for i, image in enumerate(images):
-        rgb = load_image(image, max_pixels=max_pixels, short_side=size)
+        rgb = load_image(image, max_pixels=max_pixels, short_side=size, source=source)
         center_square(rgb, size, out=batch[i])
     return batch
+
+
+def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest probabilities of one row, largest first; ties keep the label order."""
+    return np.argsort(-probabilities, kind="stable")[:k]
+
+
+@dataclass
+class StylizeInput:
+    """A decoded stylizer input before padding, and what its output needs back."""
+
+    #: RGB uint8 HxWx3 after the optional max-side downscale: the size the output will have
+    rgb: np.ndarray
+    #: the alpha plane of an RGBA input (re-attached to the output), else None
+    alpha: np.ndarray | None
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.rgb.nbytes + (0 if self.alpha is None else self.alpha.nbytes)
+
+    def padded(self, multiple: int, min_size: int = 1) -> np.ndarray:
+        """The graph input for a model of this geometry (see pad_to_multiple)."""
+        return pad_to_multiple(self.rgb, multiple, min_size)
+
+
+def stylize_input(image: ImageLike, max_side: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  source: str | None = None) -> StylizeInput:
+    """Decode an image for a stylizer: RGB plus alpha, downscaled so its longer side is at most max_side."""
+    check_positive(max_side, "max_side")
+    rgb, alpha = split_alpha(load_image(image, max_pixels=max_pixels, long_side=max_side, source=source))
+    if max_side:
+        rgb = fit_max_side(rgb, max_side)
+        alpha = None if alpha is None else fit_max_side(alpha, max_side)
+    return StylizeInput(rgb, alpha)
+
+
+def stylize_output(styled: np.ndarray, prepared: StylizeInput) -> np.ndarray:
+    """A graph output row (padded, or tiled back to full size) cropped to the input's size, alpha re-attached."""
+    styled = np.ascontiguousarray(styled[:prepared.height, :prepared.width])
+    return styled if prepared.alpha is None else np.dstack((styled, prepared.alpha))
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int, min_size: int = 1) -> np.ndarray:
@@ -100,6 +158,13 @@ def group_by_shape(images: Sequence[np.ndarray]) -> dict[tuple[int, ...], list[i
     for i, image in enumerate(images):
         groups.setdefault(image.shape, []).append(i)
     return groups
+
+
+def pad_batch(batch: np.ndarray, rows: int) -> np.ndarray:
+    """A batch grown to `rows` rows with zeros (for a graph exported with a fixed batch size)."""
+    if len(batch) >= rows:
+        return batch
+    return np.concatenate([batch, np.zeros((rows - len(batch), *batch.shape[1:]), dtype=batch.dtype)])
 
 
 def chunks(count: int, limit: int | None) -> Iterator[slice]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from artforge.errors import ArtforgeError, InvalidInputError, NotFoundError
+from artforge.errors import ArtforgeError, InvalidInputError, NotFoundError, WrongKindError
 from artforge.runtime.backends import create_backend, inspect_backend, registered_artifacts
-from artforge.runtime.models import Model, check_contract, model_for, read_metadata
+from artforge.runtime.models import Classifier, Generator, Model, Stylizer, check_contract, model_for, read_metadata
+
+M = TypeVar("M", bound=Model)
 
 CONFIG = "config.pbtxt"
 _MAX_BATCH = re.compile(r"^\s*max_batch_size\s*:\s*(\d+)", re.MULTILINE)
@@ -91,6 +93,38 @@ class Repository:
         folder = self.version_path(name, version)
         loaded = create_backend(folder, backend, threads)
         return model_for(loaded, name=name, version=int(folder.name), max_batch_size=self.max_batch_size(name))
+
+    def classifier(self, name: str, version: int | str | None = None, backend: str = "auto",
+                   threads: int | None = None) -> Classifier:
+        """Load a classifier (WrongKindError when `name` is another kind)."""
+        return self._load_kind(Classifier, name, version, backend, threads)
+
+    def generator(self, name: str, version: int | str | None = None, backend: str = "auto",
+                  threads: int | None = None) -> Generator:
+        """Load a generator (WrongKindError when `name` is another kind)."""
+        return self._load_kind(Generator, name, version, backend, threads)
+
+    def stylizer(self, name: str, version: int | str | None = None, backend: str = "auto",
+                 threads: int | None = None) -> Stylizer:
+        """Load a stylizer (WrongKindError when `name` is another kind)."""
+        return self._load_kind(Stylizer, name, version, backend, threads)
+
+    def names_of_kind(self, kind: str) -> list[str]:
+        """The models whose latest version is of `kind` (unreadable ones are left out)."""
+        return [entry["name"] for entry in self.describe() if entry.get("kind") == kind]
+
+    def _load_kind(self, cls: type[M], name: str, version: int | str | None, backend: str,
+                   threads: int | None) -> M:
+        # The kind is read from the metadata first, so a wrong name costs no backend load (or auto trial).
+        folder = self.version_path(name, version)
+        inspected = inspect_backend(folder)
+        kind = read_metadata(inspected, str(inspected.path)).kind
+        if kind != cls.kind:
+            raise WrongKindError(f"model {name} is a {kind}, not a {cls.kind}; {cls.kind}s in {self.path}: "
+                                 f"{', '.join(self.names_of_kind(cls.kind)) or 'none'}")
+        model = self.load(name, version, backend, threads)
+        assert isinstance(model, cls)  # the metadata read above decided the class
+        return model
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per model: name, versions and, for the latest version, kind,

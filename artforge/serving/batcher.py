@@ -2,8 +2,9 @@
 
 Requests (dicts of [n, ...] arrays, already validated) queue here; one
 asyncio task forms batches and hands each to one of the model's instances,
-threads of a private executor that call the backend (ONNX Runtime releases
-the GIL, so instances run in parallel).
+threads of a private executor that call the model's `run` (the runtime's
+one path to the graph: batch limits, fixed-batch padding; ONNX Runtime
+releases the GIL, so instances run in parallel).
 
 Forming a batch (Triton's dynamic batcher rules, simplified):
 
@@ -41,7 +42,7 @@ from artforge.errors import ArtforgeError, ResourceExhaustedError
 from artforge.serving.metrics import Metrics
 from artforge.serving.settings import ModelSettings
 from artforge.serving.statistics import ModelStats
-from artforge.serving.status import DeadlineExceededError, ModelNotReadyError
+from artforge.serving.status import ModelNotReadyError, QueueDeadlineError
 
 log = logging.getLogger("artforge.serving")
 
@@ -94,7 +95,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if deadline is not None and deadline <= now:
-            raise DeadlineExceededError(f"the request's deadline passed before it reached model {self.name}")
+            raise QueueDeadlineError(f"the request's deadline passed before it reached model {self.name}")
         self.check_room()
         rows = next(iter(feeds.values())).shape[0]
         request = _Request(feeds, rows, _key(feeds), loop.create_future(), deadline, now)
@@ -107,7 +108,7 @@ class Batcher:
             # On timeout wait_for cancels the future, which takes it out of the queue.
             return await asyncio.wait_for(request.future, deadline - now)
         except TimeoutError:
-            raise DeadlineExceededError(
+            raise QueueDeadlineError(
                 f"the request's deadline passed after {(loop.time() - now) * 1000:.0f} ms waiting for "
                 f"model {self.name}") from None
 
@@ -154,7 +155,7 @@ class Batcher:
             if request.future.done():
                 continue
             if request.deadline is not None and request.deadline <= now:
-                request.future.set_exception(DeadlineExceededError(
+                request.future.set_exception(QueueDeadlineError(
                     f"the request's deadline passed while it waited for model {self.name}"))
                 continue
             kept.append(request)
@@ -241,17 +242,12 @@ class Batcher:
         self._metrics.observe_batch(self.name, size, infer_ns / 1e9, waited)
 
     def _run_batch(self, feeds: list[Feeds]) -> tuple[list[Feeds], tuple[int, int, int], int]:
-        """In an instance thread: merge, pad to a fixed graph batch, run, split per request."""
+        """In an instance thread: merge, run through the model (which pads a fixed graph batch), split per
+        request."""
         t0 = time.perf_counter_ns()
         counts = [next(iter(f.values())).shape[0] for f in feeds]
         size = sum(counts)
-        fixed = self.settings.fixed_batch
-        merged = {}
-        for name in feeds[0]:
-            array = feeds[0][name] if len(feeds) == 1 else np.concatenate([f[name] for f in feeds])
-            if fixed and size < fixed:
-                array = np.concatenate([array, np.zeros((fixed - size, *array.shape[1:]), array.dtype)])
-            merged[name] = np.ascontiguousarray(array)
+        merged = feeds[0] if len(feeds) == 1 else {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
         t1 = time.perf_counter_ns()
         outputs = self._run(merged)
         t2 = time.perf_counter_ns()

@@ -20,6 +20,7 @@ from artforge.serving.model_manager import ModelManager
 from artforge.serving.status import status_of
 
 T = TypeVar("T")
+R = TypeVar("R")
 OK = grpc.StatusCode.OK
 # In-flight items per stream: enough to fill batches, few enough that one
 # client cannot park unbounded work in the server.
@@ -69,11 +70,12 @@ class Calls:
                     work: Callable[[], Awaitable[T]], per_model: bool = True) -> T:
         result, code, message = await self.call(method, model, work, per_model)
         if code is not OK:
-            await context.abort(code, message)
-        return result  # type: ignore[return-value]
+            await context.abort(code, message)  # raises
+        assert result is not None  # a handler's result is a response message
+        return result
 
 
-async def ordered_stream(requests: AsyncIterator, handle: Callable[[object, int], Awaitable[T]],
+async def ordered_stream(requests: AsyncIterator[R], handle: Callable[[R, int], Awaitable[T]],
                          window: int = STREAM_WINDOW) -> AsyncIterator[T]:
     """Handle stream items concurrently (so they can share batches), yield answers in request order.
 

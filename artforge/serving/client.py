@@ -52,7 +52,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -751,7 +751,7 @@ class _AsyncStream:
                 await call.write(item.request)
         await call.done_writing()
 
-    async def results(self) -> AsyncIterator[StylizeResult]:
+    async def results(self) -> AsyncGenerator[StylizeResult, None]:
         client = self._client
         deadline = client._deadline(self._timeout)
         failures = 0

@@ -14,39 +14,27 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from artforge import contract
-from artforge.errors import InvalidInputError, ResourceExhaustedError
+from artforge import defaults
+from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
 from artforge.runtime import pipeline
-from artforge.runtime.imageio import decode_image, encode_image, probe_image
+from artforge.runtime.imageio import encode_image, probe_image
+from artforge.runtime.models import Classifier, Generator, Model, Stylizer
+from artforge.runtime.pipeline import StylizeInput
 from artforge.serving.calls import Calls, deadline_of, ordered_stream
 from artforge.serving.model_manager import ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
-from artforge.serving.status import WrongKindError
 from artforge.serving.tensors import datatype_of
 
 T = TypeVar("T")
-DEFAULT_TOP_K = 5
-DEFAULT_QUALITY = 90  # the proto's documented default for jpeg / webp
+M = TypeVar("M", bound=Model)
 _FORMATS = ("png", "jpeg", "webp")
-
-
-@dataclass
-class _Prepared:
-    """A stylizer input ready for the graph, and what is needed to undo the padding."""
-
-    batch: np.ndarray  # [1, H', W', 3], padded
-    height: int
-    width: int
-    alpha: np.ndarray | None
-    input_format: str | None
 
 
 def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
@@ -57,8 +45,8 @@ def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
     if fmt and fmt not in _FORMATS:
         raise InvalidInputError(f"format {fmt!r} is not supported; use png, jpeg or webp (or leave it empty)")
     if not 0 <= quality <= 100:
-        raise InvalidInputError(f"quality must be from 1 to 100 (0 = {DEFAULT_QUALITY}), got {quality}")
-    return fmt, quality or DEFAULT_QUALITY
+        raise InvalidInputError(f"quality must be from 1 to 100 (0 = {defaults.QUALITY}), got {quality}")
+    return fmt, quality or defaults.QUALITY
 
 
 def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
@@ -88,14 +76,16 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         self._executor = executor
         self._options = options
 
-    async def _run(self, fn: Callable, *args: object) -> object:
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _kind(self, served: ServingModel, kind: str, rpc: str) -> None:
-        if served.kind != kind:
-            others = [e.name for e in self._manager.entries() if e.served is not None and e.served.kind == kind]
-            raise WrongKindError(f"model {served.name} is a {served.kind}; {rpc} needs a {kind} "
-                                 f"({kind}s here: {', '.join(others) or 'none'})")
+    def _model(self, served: ServingModel, cls: type[M], rpc: str) -> M:
+        """The served model as the kind the RPC needs (FAILED_PRECONDITION naming the models that fit)."""
+        if not isinstance(served.model, cls):
+            others = [e.name for e in self._manager.entries() if e.served is not None and e.served.kind == cls.kind]
+            raise WrongKindError(f"model {served.name} is a {served.kind}; {rpc} needs a {cls.kind} "
+                                 f"({cls.kind}s here: {', '.join(others) or 'none'})")
+        return served.model
 
     async def _infer(self, served: ServingModel, batch: np.ndarray, deadline: float | None) -> np.ndarray:
         meta = served.model.metadata
@@ -107,27 +97,19 @@ class ImageServicer(api_grpc.ImageServiceServicer):
     async def Classify(self, request: api.ClassifyRequest, context: grpc.aio.ServicerContext):
         return await self._calls.unary("Classify", request.model, context, lambda: self._classify(request, context))
 
-    def _classifier_input(self, data: bytes, size: int) -> np.ndarray:
-        rgb = decode_image(data, max_pixels=self._options.max_image_pixels, short_side=size,
-                           source="ClassifyRequest.image")
-        batch = np.empty((1, size, size, 3), dtype=np.uint8)
-        pipeline.center_square(rgb, size, out=batch[0])
-        return batch
-
     async def _classify(self, request: api.ClassifyRequest, context: grpc.aio.ServicerContext) -> api.ClassifyResponse:
         if request.top_k < 0:
-            raise InvalidInputError(f"top_k must be positive (0 = {DEFAULT_TOP_K}), got {request.top_k}")
+            raise InvalidInputError(f"top_k must be positive (0 = {defaults.TOP_K}), got {request.top_k}")
         with self._manager.use(request.model) as served:
-            self._kind(served, contract.CLASSIFIER, "Classify")
+            model = self._model(served, Classifier, "Classify")
             deadline = deadline_of(context)
             served.batcher.check_room()
             started = time.perf_counter_ns()
-            batch = await self._run(self._classifier_input, request.image, served.model.input_size)
+            batch = await self._run(model.prepare, [request.image], "ClassifyRequest.image")
             served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
             probabilities = (await self._infer(served, batch, deadline))[0]
-            labels = served.model.labels
-            k = min(request.top_k or DEFAULT_TOP_K, len(labels))
-            best = np.argsort(-probabilities, kind="stable")[:k]
+            labels = model.labels
+            best = model.best(probabilities, request.top_k or defaults.TOP_K)
             return api.ClassifyResponse(
                 model=served.name, model_version=str(served.version),
                 labels=[api.Label(label=labels[i], score=float(probabilities[i]), index=int(i)) for i in best])
@@ -150,11 +132,10 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         fmt = fmt or "png"
         seed = request.seed if request.HasField("seed") else secrets.randbits(63)
         with self._manager.use(request.model) as served:
-            self._kind(served, contract.GENERATOR, "Generate")
+            model = self._model(served, Generator, "Generate")
             deadline = deadline_of(context)
             served.batcher.check_room()
-            # The same draw as runtime Generator.latents, so a seed gives the SDK's images.
-            latents = np.random.default_rng(seed).standard_normal((count, served.model.latent_size), dtype=np.float32)
+            latents = model.latents(count, seed)
             step = served.settings.max_batch_size
             parts = await _gather([self._infer(served, latents[i:i + step], deadline)
                                    for i in range(0, count, step)])
@@ -185,38 +166,31 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         async for response in ordered_stream(request_iterator, handle):
             yield response
 
-    def _stylizer_input(self, data: bytes, served: ServingModel, max_side: int | None) -> _Prepared:
-        model = served.model
-        info = probe_image(data)
-        image = decode_image(data, max_pixels=self._options.max_image_pixels, long_side=max_side,
-                             source="StylizeRequest.image")
-        rgb, alpha = pipeline.split_alpha(image)
-        if max_side:
-            rgb = pipeline.fit_max_side(rgb, max_side)
-            alpha = None if alpha is None else pipeline.fit_max_side(alpha, max_side)
-        padded = pipeline.pad_to_multiple(rgb, model.size_multiple, model.min_size)
-        return _Prepared(padded[np.newaxis], rgb.shape[0], rgb.shape[1], alpha, info.format if info else None)
+    @staticmethod
+    def _stylizer_input(model: Stylizer, data: bytes, max_side: int | None) -> tuple[StylizeInput, np.ndarray]:
+        prepared = model.prepare(data, max_side, "StylizeRequest.image")
+        return prepared, model.padded(prepared)[np.newaxis]
 
     @staticmethod
-    def _stylizer_output(row: np.ndarray, prepared: _Prepared, fmt: str, quality: int) -> bytes:
-        styled = np.ascontiguousarray(row[:prepared.height, :prepared.width])
-        if prepared.alpha is not None:
-            styled = np.dstack((styled, prepared.alpha))
-        return _encode(styled, fmt, quality)
+    def _stylizer_output(row: np.ndarray, prepared: StylizeInput, fmt: str, quality: int) -> bytes:
+        return _encode(pipeline.stylize_output(row, prepared), fmt, quality)
 
     async def _stylize(self, request: api.StylizeRequest, context: grpc.aio.ServicerContext) -> api.StylizeResponse:
         if request.max_side < 0:
             raise InvalidInputError(f"max_side must be positive (0 = no downscale), got {request.max_side}")
         fmt, quality = _output_format(request.format, request.quality)
         with self._manager.use(request.model) as served:
-            self._kind(served, contract.STYLIZER, "Stylize")
+            model = self._model(served, Stylizer, "Stylize")
             deadline = deadline_of(context)
             served.batcher.check_room()
             started = time.perf_counter_ns()
-            prepared = await self._run(self._stylizer_input, request.image, served, request.max_side or None)
+            prepared, batch = await self._run(self._stylizer_input, model, request.image,
+                                              request.max_side or None)
             served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
-            row = (await self._infer(served, prepared.batch, deadline))[0]
-            fmt = fmt or (prepared.input_format if prepared.input_format in _FORMATS else "png")
+            row = (await self._infer(served, batch, deadline))[0]
+            if not fmt:  # the input's own format when the server can write it
+                info = probe_image(request.image)
+                fmt = info.format if info is not None and info.format in _FORMATS else "png"
             started = time.perf_counter_ns()
             encoded = await self._run(self._stylizer_output, row, prepared, fmt, quality)
             served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)

@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import grpc
 import numpy as np
 from google.protobuf import json_format
 
 import artforge
-from artforge import contract
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from artforge.proto.inference import model_config_pb2 as mc
 from artforge.runtime.backends import TensorSpec
+from artforge.runtime.models import Stylizer
 from artforge.serving.calls import Calls, deadline_of, ordered_stream
 from artforge.serving.model_manager import READY, ModelEntry, ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
@@ -45,14 +46,17 @@ from artforge.serving.tensors import (
     parse_input,
 )
 
-PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "openvino": "openvino"}
+#: Triton platform names by artifact file: the platform says what the file is (as config.pbtxt does, so the
+#: folder still loads in Triton), `backend` says what runs it here (onnxruntime, openvino, tensorrt)
+T = TypeVar("T")
+PLATFORMS = {".onnx": "onnxruntime_onnx", ".plan": "tensorrt_plan"}
 EXTENSIONS = ["model_repository", "model_configuration", "statistics", "binary_tensor_data", "classification",
               "parameters", "health", "schedule_policy"]
 
 
 def platform_of(served: ServingModel) -> str:
-    name = served.model.backend.name
-    return PLATFORMS.get(name, name)
+    suffix = served.model.backend.path.suffix
+    return PLATFORMS.get(suffix, suffix.lstrip("."))
 
 
 def _dims(spec: TensorSpec) -> list[int]:
@@ -68,7 +72,7 @@ def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadat
                                                    shape=_dims(spec))
 
 
-def _timeout_s(parameters: dict[str, pb.InferParameter]) -> float | None:
+def _timeout_s(parameters: Mapping[str, pb.InferParameter]) -> float | None:
     if "timeout" not in parameters:
         return None
     value = parameters["timeout"]
@@ -87,7 +91,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._options = options
         self._draining = is_draining
 
-    async def _run(self, fn: Callable, *args: object) -> object:
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- health and metadata ----------------------------------------------------------
@@ -278,7 +282,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise ResourceExhaustedError(
                     f"input '{spec.name}' images are {width}x{height}, over the server's limit of "
                     f"{self._options.max_image_pixels} pixels")
-            if model.kind == contract.STYLIZER:
+            if isinstance(model, Stylizer):
                 multiple, least = model.size_multiple, model.min_size
                 if height % multiple or width % multiple or min(height, width) < least:
                     raise InvalidInputError(

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, NotFoundError
 from artforge.proto.inference import model_config_pb2
@@ -32,6 +33,7 @@ from artforge.serving.settings import ModelSettings, read_config, resolve_settin
 from artforge.serving.statistics import ModelStats
 from artforge.serving.status import ModelNotReadyError
 
+T = TypeVar("T")
 log = logging.getLogger("artforge.serving")
 
 READY, UNAVAILABLE, LOADING = "READY", "UNAVAILABLE", "LOADING"
@@ -146,7 +148,7 @@ class ModelManager:
         model.max_pixels = self.options.max_image_pixels
         return model, config
 
-    async def _run(self, fn: Callable, *args: object) -> object:
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _notify(self, name: str, ready: bool | None) -> None:
@@ -182,7 +184,7 @@ class ModelManager:
                     await self._notify(name, False)
                 raise error from None
             stats = ModelStats(name, model.version or 1)
-            served = ServingModel(model, settings, Batcher(name, model.backend.run, settings, stats, self._metrics),
+            served = ServingModel(model, settings, Batcher(name, model.run, settings, stats, self._metrics),
                                   stats)
             self._alive.add(served)
             old, entry.served = entry.served, served
@@ -191,7 +193,7 @@ class ModelManager:
                 self._retire(old)
             await self._notify(name, True)
         log.info("loaded %s v%d (%s on %s; max batch %d, %d instance(s), queue %d, delay %.1f ms)",
-                 name, served.version, model.kind, model.backend_name, settings.max_batch_size,
+                 name, served.version, model.description, model.backend_name, settings.max_batch_size,
                  settings.instances, settings.queue_size, settings.max_queue_delay_s * 1000)
         return served
 

@@ -45,8 +45,6 @@ class ModelSettings:
     queue_size: int
     #: concurrent graph runs (threads calling the backend)
     instances: int
-    #: the graph's fixed batch dimension, when it has one: every run gets exactly this many rows
-    fixed_batch: int | None = None
 
 
 def read_config(folder: Path) -> model_config_pb2.ModelConfig | None:
@@ -115,4 +113,4 @@ def resolve_settings(model: Model, config: model_config_pb2.ModelConfig | None,
     _positive(instances, f"{source}: instance count")
 
     return ModelSettings(max_batch_size=max_batch, preferred_batch_sizes=preferred, max_queue_delay_s=delay_s,
-                         queue_size=queue_size, instances=instances, fixed_batch=batch_dim)
+                         queue_size=queue_size, instances=instances)

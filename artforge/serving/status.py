@@ -25,8 +25,8 @@ class ModelNotReadyError(ArtforgeError):
     grpc_code = "FAILED_PRECONDITION"
 
 
-class DeadlineExceededError(ArtforgeError):
-    """The request's deadline passed before its inference ran."""
+class QueueDeadlineError(ArtforgeError):
+    """The request's deadline passed before its inference ran (client.DeadlineExceededError is the client's)."""
 
     grpc_code = "DEADLINE_EXCEEDED"
 
@@ -40,9 +40,3 @@ def status_of(error: BaseException, method: str = "") -> tuple[grpc.StatusCode, 
         return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the request finished"
     log.error("internal error in %s", method or "a request", exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal server error ({type(error).__name__}: {error})"
-
-
-class WrongKindError(ArtforgeError):
-    """The RPC needs another kind of model (e.g. Classify on a stylizer)."""
-
-    grpc_code = "FAILED_PRECONDITION"

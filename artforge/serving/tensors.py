@@ -55,10 +55,10 @@ def has_typed_contents(dtype: np.dtype) -> bool:
     return datatype_of(dtype) in _CONTENTS
 
 
-def config_type(dtype: np.dtype) -> int:
+def config_type(dtype: np.dtype) -> mc.DataType:
     """The model_config DataType enum value (TYPE_UINT8, ...); BYTES is TYPE_STRING."""
     name = datatype_of(dtype)
-    return mc.TYPE_STRING if name == "BYTES" else mc.DataType.Value(f"TYPE_{name}")
+    return mc.TYPE_STRING if name == "BYTES" else mc.DataType.Value(f"TYPE_{name}")  # type: ignore[return-value]
 
 
 def _describe_shape(shape: tuple[int, ...] | list[int]) -> str:

@@ -496,6 +496,8 @@ class _Trainer:
 
     def _train_epoch(self, stop: _StopRequest) -> str:
         cfg = self.cfg
+        optimizer, scheduler = self.optimizer, self.scheduler
+        assert optimizer is not None and scheduler is not None, "_begin_phase makes them"
         epochs = cfg.epochs_frozen if self.phase == FROZEN else cfg.epochs_unfrozen
         sampler = _EpochSampler(len(self.train_set), cfg.seed, self.phase, self.epoch, self.batch * cfg.batch_size)
         bar = tqdm(total=self.steps_per_epoch, initial=self.batch, disable=not cfg.progress, leave=False,
@@ -513,14 +515,14 @@ class _Trainer:
                     logits = staged_forward(self.model, _to_input(images[ok], self.device), self.frozen_stages)
                     target = labels[ok].to(self.device)
                     loss = self.criterion(logits, target)
-                    self.optimizer.zero_grad(set_to_none=True)
+                    optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    self.optimizer.step()
-                    self.last_lr = self.optimizer.param_groups[0]["lr"]
+                    optimizer.step()
+                    self.last_lr = optimizer.param_groups[0]["lr"]
                     self.sums["loss"] += float(loss.detach()) * int(ok.sum())
                     self.sums["correct"] += int((logits.argmax(1) == target).sum())
                     self.sums["seen"] += int(ok.sum())
-                self.scheduler.step()
+                scheduler.step()
                 self.batch += 1
                 self.global_step += 1
                 self.phases[self.phase]["steps"] += 1
@@ -645,7 +647,7 @@ def train(cfg: ClassifierConfig, on_step: Callable[[int], None] | None = None) -
     set_seed(cfg.seed)  # before replace_head, so the new head's initial weights follow --seed
     model = load_imagenet(cfg.weights)
     model.replace_head(len(classes))
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack the kwarg
     trainer = _Trainer(cfg, run, model, device, train_samples, val_samples, classes, fingerprint, on_step)
     if state is not None:
         trainer.load(state)

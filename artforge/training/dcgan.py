@@ -193,7 +193,7 @@ def train(cfg: DCGANConfig) -> Path:
     generator.train()
     discriminator.train()
     start_step, start_time = step, time.perf_counter()
-    perm, perm_epoch = None, -1
+    perm, perm_epoch = np.arange(0), -1
     bar = tqdm(total=stop, initial=step, desc="dcgan", unit="step", disable=not cfg.progress, dynamic_ncols=True)
     try:
         while step < stop:

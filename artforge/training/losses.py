@@ -177,7 +177,8 @@ class VGGLossNetwork(LossNetwork):
     def extract(self, rgb_0_255: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
         stops = {self.index[name]: name for name in layers}
         last = max(stops)
-        x = (rgb_0_255 - self.mean) / self.std
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        x = (rgb_0_255 - mean) / std
         out = {}
         for i, layer in enumerate(self.features):
             x = layer(x)

@@ -108,7 +108,7 @@ class ContentSampler:
     def batch(self, step: int, batch_size: int) -> np.ndarray:
         """uint8 [N, size, size, 3] for this step (the same for the same seed and step)."""
         rng = np.random.default_rng([self.seed, step])
-        out = []
+        out: list[np.ndarray] = []
         while len(out) < batch_size:
             image = self._read(self.paths[int(rng.integers(len(self.paths)))])
             if image is None:

@@ -27,7 +27,7 @@ PROVIDERS = {
 }
 _SHORT = {v: k for k, v in PROVIDERS.items()}
 
-_DTYPES = {
+_DTYPES: dict[str, np.dtype] = {
     "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
     "tensor(double)": np.dtype(np.float64), "tensor(uint8)": np.dtype(np.uint8),
     "tensor(int8)": np.dtype(np.int8), "tensor(uint16)": np.dtype(np.uint16),
@@ -82,6 +82,8 @@ class OnnxRuntimeBackend(Backend):
         forced = option is not None
         if option is None:
             probe = self.probe()
+            if probe is None:
+                raise ModelLoadError("ONNX Runtime has no usable execution provider on this machine")
             option, reason = probe.option, f"{reason}; {probe.reason}" if reason else probe.reason
         option = _SHORT.get(option, option).lower()
         if option not in PROVIDERS:

@@ -37,7 +37,7 @@ from artforge.runtime.backends.base import Backend, Probe, TensorSpec
 #: option -> OpenVINO inference precision name
 PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
-_DTYPES = {
+_DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "f64": np.dtype(np.float64),
     "u8": np.dtype(np.uint8), "i8": np.dtype(np.int8), "u16": np.dtype(np.uint16), "i16": np.dtype(np.int16),
     "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "boolean": np.dtype(np.bool_),

@@ -209,9 +209,9 @@ def _graphs_enabled() -> bool:
 def cudart() -> Any:
     """cuda-python's runtime module (cuda.bindings.runtime, or cuda.cudart before 12.6); ImportError if absent."""
     try:
-        from cuda.bindings import runtime  # type: ignore[import-not-found]
+        from cuda.bindings import runtime
     except ImportError:
-        from cuda import cudart as runtime  # type: ignore[import-not-found,no-redef]
+        from cuda import cudart as runtime
     return runtime
 
 
@@ -240,7 +240,7 @@ def handle(obj: Any) -> int:
 def cuda_environment(device: int = 0) -> Environment | None:
     """TensorRT version, GPU name and compute capability of `device`, or None without TensorRT/CUDA/GPU."""
     try:
-        import tensorrt as trt  # type: ignore[import-not-found]
+        import tensorrt as trt
         runtime = cudart()
     except Exception:  # ImportError, or a broken install raising OSError on a missing libcudart
         return None
@@ -261,7 +261,7 @@ def cuda_environment(device: int = 0) -> Environment | None:
 def missing_requirements() -> str | None:
     """One sentence saying why TensorRT cannot run here, or None when it can."""
     try:
-        import tensorrt  # type: ignore[import-not-found]  # noqa: F401
+        import tensorrt  # noqa: F401
     except Exception:
         return "the tensorrt Python package is not installed (pip install 'artforge[tensorrt]')"
     try:
@@ -280,7 +280,7 @@ _trt_logger: Any = None
 def trt_logger() -> Any:
     """One tensorrt.Logger per process at WARNING; TensorRT wants a logger to outlive its objects."""
     global _trt_logger
-    import tensorrt as trt  # type: ignore[import-not-found]
+    import tensorrt as trt
 
     with _logger_lock:
         if _trt_logger is None:
@@ -441,7 +441,7 @@ class EngineRunner:
 
     def __init__(self, plan: bytes, source: str, contexts: int | None = None, graphs: bool | None = None,
                  device: int = 0) -> None:
-        import tensorrt as trt  # type: ignore[import-not-found]
+        import tensorrt as trt
 
         self.source = source
         self.device = device
@@ -451,7 +451,10 @@ class EngineRunner:
         if self.engine is None:
             raise ModelLoadError(f"{source}: TensorRT cannot deserialize this engine (corrupt, or built by another "
                                  "TensorRT version); build it again with artforge build-engine")
-        inputs, outputs, self.dtypes, specs = [], [], {}, {}
+        inputs: list[str] = []
+        outputs: list[str] = []
+        self.dtypes: dict[str, np.dtype] = {}
+        specs: dict[str, TensorSpec] = {}
         for index in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(index)
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))

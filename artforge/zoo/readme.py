@@ -1,0 +1,72 @@
+"""What the zoo shows of itself: its README (models, data, accuracy) and the
+contact sheet of the sample photos in every style."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from artforge.files import write_bytes_atomic
+from artforge.runtime import Repository, read_image, write_image
+from artforge.runtime.grid import tile_grid
+from artforge.zoo.catalog import ZOO
+
+
+def contact_sheet(repo: Path, samples: Path, stylizers: list[str], target: Path, side: int = 256) -> Path:
+    """Inputs (rows) x styles (columns), each cell a centre square of `side` pixels."""
+
+    def square(image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        s = min(h, w)
+        crop = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+
+    models = [Repository(repo).load(name) for name in stylizers]
+    cells = []
+    for path in sorted(samples.glob("*.jpg")):
+        photo = square(read_image(path)[..., :3])
+        cells += [photo] + [model.stylize(photo) for model in models]
+    write_image(target, tile_grid(cells, columns=len(models) + 1))
+    return target
+
+
+def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, Any] | None) -> None:
+    """out/README.md: a table of the models that were built, where the data came from, the accuracy."""
+    repo = out / "repository"
+    rows = []
+    for model in ZOO:
+        folder = repo / model.name
+        files = list(folder.glob("*/model.onnx"))
+        if not files:
+            continue
+        size = sum(f.stat().st_size for f in files) / 1e6
+        what = {"classifier": "art-style classifier (EfficientNet-Lite0, fine-tuned)",
+                "dcgan": "DCGAN generator of abstract 64x64 tiles",
+                "style": f"style network, style image `styles/{model.style}.jpg`"}[model.kind]
+        rows.append(f"| [{model.name}](repository/{model.name}/README.md) | {what} | {size:.1f} MB |")
+    styles = data_summary.get("styles_dataset", {})
+    text = [
+        "# The shipped default zoo", "",
+        "Every model here was trained by this project from data it made itself from the photos that",
+        "scikit-image and scikit-learn ship; nothing was downloaded. Rebuild it all with",
+        "`artforge zoo build` (from the project root; about an hour on 2 CPU cores).", "",
+        "| model | what | size |", "|---|---|---:|", *rows, "",
+        "- `repository/`: Triton-layout model repository (`<name>/config.pbtxt`, `<name>/1/model.onnx`, "
+        "model cards).",
+        "- `checkpoints/`: the PyTorch weights each ONNX file was exported from (for benchmarks and fine-tuning).",
+        "- `styles/`: the procedurally painted style images.",
+        "- `samples/`: photos for the demo.", "",
+        "## Data", "",
+        f"- Art-style dataset: styles {', '.join(styles.get('styles', []))}; training photos "
+        f"{', '.join(styles.get('train_photos', []))}; held-out photos {', '.join(styles.get('held_out_photos', []))}.",
+        f"- Style-network content images: {data_summary.get('content_images')} crops of the source photos.",
+        f"- DCGAN tiles: {data_summary.get('tiles')} 64x64 crops of the painted style images.", "",
+    ]
+    if evaluation:
+        text += [f"Art-style classifier top-1 accuracy on held-out photos: **{evaluation['accuracy']:.1%}** "
+                 f"({evaluation['images']} images).", ""]
+    text += ["![contact sheet](../docs/contact_sheet.png)", ""]
+    write_bytes_atomic(out / "README.md", "\n".join(text).encode())

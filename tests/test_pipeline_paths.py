@@ -1,0 +1,115 @@
+"""One image pipeline per kind: every path to a shipped model gives the same bytes for the same input.
+
+The in-process API, the batch tool (its PNG output, lossless, so the pixels
+before encoding), the image API (PNG responses) and KServe (the raw graph
+call on what the pipeline built) must agree exactly, because they all call
+artforge/runtime/pipeline.py and Model.run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from serving_support import decode, encode
+
+from artforge import contract
+from artforge.proto.artforge.v1 import image_service_pb2 as api
+from artforge.runtime import Repository
+from artforge.runtime.batch import BatchOptions, stylize_paths
+
+ZOO = Path(__file__).resolve().parent.parent / "zoo"
+
+
+@pytest.fixture(scope="module")
+def repo_path() -> Path:
+    """The shipped zoo itself (read only): the module's server serves it."""
+    return ZOO / "repository"
+
+
+@pytest.fixture(scope="module")
+def server_overrides() -> dict[str, object]:
+    return {"backend": "onnxruntime"}  # the in-process side loads ONNX Runtime too
+
+
+@pytest.fixture(scope="module")
+def repo(repo_path: Path) -> Repository:
+    return Repository(repo_path)
+
+
+@pytest.fixture(scope="module")
+def kserve(target: str):
+    client = triton.InferenceServerClient(target)
+    yield client
+    client.close()
+
+
+def _photo_rgba() -> np.ndarray:
+    """A real photo, small and odd-sized (the stylizer pads it), with a gradient alpha to carry through."""
+    bgr = cv2.imread(str(ZOO / "samples" / "chelsea.jpg"))
+    rgb = cv2.cvtColor(cv2.resize(bgr, (75, 53), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    alpha = np.tile(np.linspace(0, 255, rgb.shape[1], dtype=np.uint8), (rgb.shape[0], 1))
+    return np.dstack((rgb, alpha))
+
+
+def _raw(kserve, model: str, name: str, array: np.ndarray, output: str) -> np.ndarray:
+    tensor = triton.InferInput(name, list(array.shape), "UINT8" if array.dtype == np.uint8 else "FP32")
+    tensor.set_data_from_numpy(array)
+    return kserve.infer(model, [tensor], outputs=[triton.InferRequestedOutput(output)]).as_numpy(output)
+
+
+def test_stylizer_paths_agree(repo: Repository, image_api, kserve, tmp_path: Path) -> None:
+    image = _photo_rgba()
+    data = encode(image)
+    model = repo.stylizer("mosaic", backend="onnxruntime", threads=1)
+    in_process = model.stylize(data)
+    assert in_process.shape == image.shape  # same size, alpha kept
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "photo.png").write_bytes(data)
+    stylize_paths([model], source, tmp_path / "out", BatchOptions(fmt="png"), progress=False)
+    batch_tool = decode((tmp_path / "out" / "photo.png").read_bytes())
+
+    response = image_api.Stylize(api.StylizeRequest(model="mosaic", image=data, format="png"), timeout=60)
+    via_api = decode(response.image)
+
+    prepared = model.prepare(data)
+    row = _raw(kserve, "mosaic", "image", model.padded(prepared)[np.newaxis], "stylized")[0]
+    kserve_path = np.dstack((row[:prepared.height, :prepared.width], prepared.alpha))
+
+    for other in (batch_tool, via_api, kserve_path):
+        np.testing.assert_array_equal(other, in_process)
+
+
+def test_classifier_paths_agree(repo: Repository, image_api, kserve) -> None:
+    data = (ZOO / "samples" / "coffee.jpg").read_bytes()
+    model = repo.classifier("art_style", backend="onnxruntime", threads=1)
+    in_process = model.classify(data, top_k=len(model.labels))
+
+    request = api.ClassifyRequest(model="art_style", image=data, top_k=len(model.labels))
+    via_api = [(label.label, label.score) for label in image_api.Classify(request, timeout=60).labels]
+
+    row = _raw(kserve, "art_style", "image", model.prepare([data]), "probabilities")[0]
+    kserve_path = [(model.labels[i], float(row[i])) for i in model.best(row, len(model.labels))]
+
+    assert via_api == in_process == kserve_path
+
+
+def test_generator_paths_agree(repo: Repository, image_api, kserve) -> None:
+    model = repo.generator("abstract_dcgan", backend="onnxruntime", threads=1)
+    in_process = model.generate(3, seed=11)
+
+    request = api.GenerateRequest(model="abstract_dcgan", count=3, seed=11, format="png")
+    via_api = [decode(data) for data in image_api.Generate(request, timeout=60).images]
+
+    latents = contract.latents(3, model.latent_size, seed=11)
+    kserve_path = list(_raw(kserve, "abstract_dcgan", "latent", latents, "image"))
+
+    for images in (via_api, kserve_path):
+        assert len(images) == 3
+        for got, want in zip(images, in_process, strict=True):
+            np.testing.assert_array_equal(got, want)

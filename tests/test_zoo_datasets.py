@@ -1,0 +1,92 @@
+"""The zoo's datasets: source photos, determinism, layouts, held-out photos, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from artforge.training.data import image_folder, read_rgb
+from artforge.zoo import datasets
+from artforge.zoo.art_styles import ART_STYLES
+from artforge.zoo.photos import CONTENT_PHOTOS, SOURCE_PHOTOS, source_photos
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_source_photos_are_colour_rgb_uint8() -> None:
+    photos = source_photos()
+    assert set(photos) == set(SOURCE_PHOTOS)
+    for name, img in photos.items():
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, name
+        # A real colour photo, not grey stored in three channels.
+        assert np.abs(img[..., 0].astype(int) - img[..., 2]).mean() > 3, name
+    assert set(CONTENT_PHOTOS) <= set(photos)
+
+
+def test_style_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None:
+    kwargs = {"seed": 7, "crops_per_photo": 2, "size": 48, "holdout": ["chelsea", "flower"], "progress": False}
+    summary = datasets.render_style_dataset(tmp_path / "a", **kwargs)
+
+    assert summary["styles"] == list(ART_STYLES)
+    assert summary["held_out_photos"] == ["chelsea", "flower"]
+    train_samples, train_classes = image_folder(tmp_path / "a" / "train")
+    test_samples, test_classes = image_folder(tmp_path / "a" / "test")
+    assert train_classes == test_classes == sorted(ART_STYLES)
+    n_train = len(CONTENT_PHOTOS) - 2
+    assert len(train_samples) == n_train * 2 * len(ART_STYLES)
+    assert len(test_samples) == 2 * 2 * len(ART_STYLES)
+    assert summary["counts"]["train"] == {s: n_train * 2 for s in ART_STYLES}
+
+    def photos_of(samples: list[tuple[Path, int]]) -> set[str]:
+        return {p.stem.rsplit("_", 1)[0] for p, _ in samples}
+
+    assert photos_of(test_samples) == {"chelsea", "flower"}
+    assert photos_of(train_samples).isdisjoint(photos_of(test_samples))
+    assert read_rgb(train_samples[0][0]).shape == (48, 48, 3)
+
+    datasets.render_style_dataset(tmp_path / "b", **kwargs)
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+
+
+def test_style_dataset_resumes_and_refuses_other_settings(tmp_path: Path) -> None:
+    kwargs = {"crops_per_photo": 1, "size": 40, "holdout": ["rocket"], "progress": False}
+    datasets.render_style_dataset(tmp_path, seed=1, **kwargs)
+    victim = next((tmp_path / "train" / "oil").glob("*.jpg"))
+    before = victim.read_bytes()
+    victim.unlink()  # as if interrupted before this file was written
+    datasets.render_style_dataset(tmp_path, seed=1, **kwargs)
+    assert victim.read_bytes() == before
+    with pytest.raises(ValueError, match="other settings"):
+        datasets.render_style_dataset(tmp_path, seed=2, **kwargs)
+    with pytest.raises(ValueError, match="holdout"):
+        datasets.render_style_dataset(tmp_path / "x", seed=1, holdout=["no_such_photo"], progress=False)
+
+
+def test_content_images_deterministic(tmp_path: Path) -> None:
+    a = datasets.content_images(tmp_path / "a", seed=3, count=6, size=40, progress=False)
+    b = datasets.content_images(tmp_path / "b", seed=3, count=6, size=40, progress=False)
+    assert len(a) == 6 and all(read_rgb(p).shape == (40, 40, 3) for p in a)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert len({p.stem.rsplit("_", 1)[0] for p in a}) == 6  # round robin over photos
+
+
+def test_abstract_tiles(tmp_path: Path) -> None:
+    a = datasets.abstract_tiles(tmp_path / "a", seed=0, count=8, styles=("waves", "kandinsky"), progress=False)
+    b = datasets.abstract_tiles(tmp_path / "b", seed=0, count=8, styles=("waves", "kandinsky"), progress=False)
+    tiles = [read_rgb(p) for p in a]
+    assert all(t.shape == (64, 64, 3) for t in tiles)
+    assert len({t.tobytes() for t in tiles}) == 8
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_sample_photos(tmp_path: Path) -> None:
+    paths = datasets.sample_photos(tmp_path, max_side=512)
+    assert 4 <= len(paths) <= 6
+    for p in paths:
+        img = read_rgb(p)
+        assert max(img.shape[:2]) <= 512
+        assert p.stat().st_size < 100_000
