@@ -2,7 +2,7 @@
 
 Covers the mirrored tree and odd inputs, the JSON report and exit codes,
 resume (changed options and inputs, --force), kill -9 and Ctrl-C in the
-middle of a run, and `--server` with resume against a real server.
+middle of a run. `--server` runs and what both executors share: tests/test_batch_executors.py.
 """
 
 from __future__ import annotations
@@ -146,6 +146,31 @@ def test_single_file_and_bad_options(tmp_path, capsys):
                       (("--quality", "0"), "quality")):
         code, _, err = run(capsys, "stylize", str(tmp_path), str(tmp_path / "o"), *bad, *LOCAL)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_stylize_folder_mirrors_tree_and_reports_bad_files(tmp_path, capsys):
+    src = tmp_path / "in"
+    (src / "nested").mkdir(parents=True)
+    small = cv2.resize(cv2.imread(str(SAMPLES[0])), (97, 61))
+    cv2.imwrite(str(src / "a.jpg"), small)
+    cv2.imwrite(str(src / "nested" / "b.png"), small[:40, :50])
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (src / "notes.txt").write_text("not an image")
+    code, out, err = run(capsys, "stylize", str(src), str(tmp_path / "out"), "--model", "mosaic,swirl", "--quiet")
+    assert code == 1  # one input failed
+    assert "stylized 4, failed 2, skipped 1" in out
+    assert "broken.jpg" in err
+    for model in ("mosaic", "swirl"):
+        assert cv2.imread(str(tmp_path / "out" / model / "a.jpg")).shape == (61, 97, 3)
+        assert cv2.imread(str(tmp_path / "out" / model / "nested" / "b.jpg")).shape == (40, 50, 3)
+
+
+def test_stylize_single_file_to_named_output(tmp_path, capsys):
+    target = tmp_path / "styled.png"
+    code, _, _ = run(capsys, "stylize", str(SAMPLES[0]), str(target), "--model", "swirl",
+                     "--max-side", "128", "--quiet")
+    assert code == 0
+    assert max(cv2.imread(str(target)).shape[:2]) == 128
 
 
 def test_output_folder_inside_input_is_not_walked(tmp_path, capsys):
@@ -294,42 +319,3 @@ def test_ctrl_c_stops_cleanly_with_summary_and_exit_130(many, tmp_path, capsys):
     code, stdout, _ = run(capsys, "stylize", str(src), str(out), "--model", "mosaic", "--format", "png", *LOCAL)
     assert code == 0 and f"{made} already done" in stdout
     assert_same_outputs(out, reference)
-
-
-# ------------------------------------------------------------------ --server
-
-def test_server_run_resumes_and_reports(tmp_path, capsys):
-    from onnx_builders import standard_repository
-    from serving_support import running
-
-    repo = standard_repository(tmp_path / "repo")
-    src, out = tmp_path / "in", tmp_path / "out"
-    (src / "sub").mkdir(parents=True)
-    pictures = {f"sub/p{i}.png": cv2.cvtColor(photo(40, 32, i), cv2.COLOR_BGR2RGB) for i in range(3)}
-    for name, rgb in pictures.items():
-        cv2.imwrite(str(src / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    with running(repo) as server:
-        remote = ("stylize", str(src), str(out), "--server", f"127.0.0.1:{server.port}", "--model", "invert",
-                  "--format", "png", "--quiet")
-        code, stdout, _ = run(capsys, *remote)
-        assert code == 1 and stdout.startswith("stylized 3, failed 1, skipped 0 non-images -> ")
-        for name, rgb in pictures.items():  # the test stylizer inverts colours
-            assert np.array_equal(cv2.cvtColor(cv2.imread(str(out / name)), cv2.COLOR_BGR2RGB), 255 - rgb)
-        data = report(out)
-        assert data["server"] == f"127.0.0.1:{server.port}" and data["timings"]["model_seconds"] is None
-        assert data["model_seconds"] is None and data["run_seconds"] > 0
-        assert data["models"]["invert"]["identity"] == {"name": "invert", "version": "1", "via": "server"}
-        assert [Path(f["input"]).name for f in data["failures"]] == ["bad.png"]
-
-        stamps = {p: p.stat().st_mtime_ns for p in visible_files(out)}
-        code, stdout, _ = run(capsys, *remote)
-        assert code == 1 and stdout.startswith("stylized 0, failed 1, skipped 0 non-images, 3 already done")
-        assert {p: p.stat().st_mtime_ns for p in visible_files(out)} == stamps
-
-        code, stdout, err = run(capsys, *remote, "--max-side", "16")
-        assert stdout.startswith("stylized 3,") and "max_side" in err
-        assert cv2.imread(str(out / "sub" / "p0.png")).shape == (13, 16, 3)
-
-        code, _, err = run(capsys, *remote, "--tile", "64")
-        assert code == 2 and "--tile" in err

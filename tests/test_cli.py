@@ -56,32 +56,6 @@ def test_generate_writes_images(tmp_path, capsys):
     assert cv2.imread(str(files[0])).shape == (64, 64, 3)
 
 
-def test_stylize_folder_mirrors_tree_and_reports_bad_files(tmp_path, capsys):
-    src = tmp_path / "in"
-    (src / "nested").mkdir(parents=True)
-    photo = cv2.imread(str(sorted(SAMPLES.glob("*.jpg"))[0]))
-    small = cv2.resize(photo, (97, 61))
-    cv2.imwrite(str(src / "a.jpg"), small)
-    cv2.imwrite(str(src / "nested" / "b.png"), small[:40, :50])
-    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    (src / "notes.txt").write_text("not an image")
-    code, out, err = run(capsys, "stylize", str(src), str(tmp_path / "out"), "--model", "mosaic,swirl", "--quiet")
-    assert code == 1  # one input failed
-    assert "stylized 4, failed 2, skipped 1" in out
-    assert "broken.jpg" in err
-    for model in ("mosaic", "swirl"):
-        assert cv2.imread(str(tmp_path / "out" / model / "a.jpg")).shape == (61, 97, 3)
-        assert cv2.imread(str(tmp_path / "out" / model / "nested" / "b.jpg")).shape == (40, 50, 3)
-
-
-def test_stylize_single_file_to_named_output(tmp_path, capsys):
-    target = tmp_path / "styled.png"
-    code, _, _ = run(capsys, "stylize", str(sorted(SAMPLES.glob("*.jpg"))[0]), str(target), "--model", "swirl",
-                     "--max-side", "128", "--quiet")
-    assert code == 0
-    assert max(cv2.imread(str(target)).shape[:2]) == 128
-
-
 @pytest.mark.parametrize("content", [b"", b"GIF89a truncated", bytes(range(256))])
 def test_classify_bad_image_gives_one_clear_error(tmp_path, capsys, content):
     bad = tmp_path / "bad.jpg"

@@ -292,7 +292,9 @@ def test_tls_with_token(repo_path: Path, tmp_path: Path) -> None:
 
 
 def test_client_imports_neither_torch_nor_onnxruntime() -> None:
-    code = ("import sys, artforge.client, artforge.serving.remote_cli; "
+    code = ("import sys, artforge.client, artforge.cli; from artforge.cli.args import connect; "
+            "args = artforge.cli.build_parser().parse_args(['classify', 'x.jpg', '--server', '127.0.0.1:1']); "
+            "connect(args).close(); "
             "bad = [m for m in ('torch', 'onnxruntime') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -358,36 +360,6 @@ def test_cli_generate_matches_local(cli_env: None, target: str, repo_path: Path,
     assert remote == ["dreams_7_000.png", "dreams_7_001.png", "dreams_7_002.png"]
     for name in remote:  # same latents, same backend: the same pixels
         assert np.array_equal(cv2.imread(str(tmp_path / "remote" / name)), cv2.imread(str(tmp_path / "local" / name)))
-
-
-def test_cli_stylize_folder_and_file(cli_env: None, target: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    src = tmp_path / "in"
-    (src / "nested").mkdir(parents=True)
-    picture = noise(24, 20)
-    (src / "a.png").write_bytes(encode(picture))
-    (src / "nested" / "b.jpg").write_bytes(encode(picture, ".jpg"))
-    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    (src / "notes.txt").write_text("not an image")
-    out_dir = tmp_path / "out"
-    code, out, err = run_cli(capsys, "stylize", str(src), str(out_dir), "--format", "png", "--quiet",
-                             "--server", target)
-    assert code == 1
-    assert out.strip() == f"stylized 2, failed 1, skipped 1 non-images -> {out_dir}"
-    assert "broken.png" in err and "decoded" in err
-    # The run's own bookkeeping (resume manifest, report, lock) lives in OUT too; see docs/batch.md.
-    bookkeeping = {"stylize-manifest.json", "stylize-report.json", ".artforge.lock"}
-    written = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.name not in bookkeeping)
-    assert written == ["a.png", "nested", "nested/b.png"]  # mirrored tree, no temporary files left
-    assert np.array_equal(decode((out_dir / "a.png").read_bytes()), 255 - picture)
-
-    single = tmp_path / "single.png"
-    code, out, _ = run_cli(capsys, "stylize", str(src / "a.png"), str(single), "--quiet", "--max-side", "12",
-                           "--server", target)
-    assert code == 0 and out.startswith("stylized 1, failed 0")
-    assert decode(single.read_bytes()).shape == (12, 10, 3)
-
-    code, _, err = run_cli(capsys, "stylize", str(src), str(out_dir), "--model", "colours", "--server", target)
-    assert code == 2 and "not a stylizer" in err
 
 
 def test_cli_unreachable_server_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

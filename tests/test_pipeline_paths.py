@@ -17,9 +17,11 @@ import tritonclient.grpc as triton
 from serving_support import decode, encode
 
 from artforge import contract
+from artforge.batch.driver import run_stylize
+from artforge.batch.local import LocalExecutor
+from artforge.batch.options import BatchOptions
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.runtime import Repository
-from artforge.runtime.batch import BatchOptions, stylize_paths
 
 ZOO = Path(__file__).resolve().parent.parent / "zoo"
 
@@ -71,7 +73,7 @@ def test_stylizer_paths_agree(repo: Repository, image_api, kserve, tmp_path: Pat
     source = tmp_path / "in"
     source.mkdir()
     (source / "photo.png").write_bytes(data)
-    stylize_paths([model], source, tmp_path / "out", BatchOptions(fmt="png"), progress=False)
+    run_stylize(LocalExecutor([model]), source, tmp_path / "out", BatchOptions(fmt="png"), progress=False)
     batch_tool = decode((tmp_path / "out" / "photo.png").read_bytes())
 
     response = image_api.Stylize(api.StylizeRequest(model="mosaic", image=data, format="png"), timeout=60)

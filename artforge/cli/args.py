@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from artforge.defaults import CLIENT_RETRIES, CLIENT_TIMEOUT_S, QUALITY, TOKEN_ENV
-from artforge.errors import ArtforgeError
+from artforge.errors import ArtforgeError, InvalidInputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: the shipped zoo: its model repository and the sample photos `artforge demo` uses
@@ -158,7 +158,7 @@ def pick_model(repo: Any, kind: str, name: str | None) -> str:
     """The named model, or the first model of the wanted kind in the repository."""
     if name:
         return name
-    candidates = [d["name"] for d in repo.describe() if d.get("kind") == kind]
+    candidates = repo.names_of_kind(kind)
     if not candidates:
         raise ArtforgeError(f"repository {repo.path} has no {kind} model; pass --model or another --repo")
     return candidates[0]
@@ -187,6 +187,16 @@ def add_server_connection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls", action="store_true", help="connect to --server over TLS (system CA certificates)")
     group.add_argument("--tls-ca", type=Path, default=None, metavar="PEM",
                        help="connect over TLS, trusting the CA certificate(s) in this PEM file")
+
+
+def connect(args: argparse.Namespace) -> Any:
+    """An ImageClient for --server and the connection options (imports grpc)."""
+    from artforge.serving.client import ImageClient
+
+    if ":" not in args.server:
+        raise InvalidInputError(f"--server must be HOST:PORT, e.g. 127.0.0.1:8001, got {args.server!r}")
+    return ImageClient(args.server, token=args.token or os.environ.get(TOKEN_ENV) or None, timeout=args.timeout,
+                       retries=args.retries, tls=args.tls, root_certificates=args.tls_ca)
 
 
 # ---------------------------------------------------------------------- output

@@ -20,6 +20,7 @@ from artforge.cli.args import (
     add_output,
     add_repository,
     add_server_connection,
+    connect,
     open_repository,
     pick_model,
     positive_int,
@@ -95,15 +96,16 @@ def _summary(row: dict[str, Any]) -> str:
 
 # -------------------------------------------------------------------- classify
 def image_files(paths: list[Path]) -> list[Path]:
-    """The files named, with each folder replaced by the image files under it (sorted, recursively)."""
-    from artforge.files import IMAGE_SUFFIXES
+    """The files named, with each folder replaced by the image files under it (as `stylize` walks a folder)."""
+    from artforge.batch.plan import IMAGE_SUFFIXES, walk_images
 
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found, _ = walk_images(path)
             if not found:
-                raise InvalidInputError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise InvalidInputError(f"folder {path} holds no images; images are files named "
+                                        f"{', '.join(sorted(IMAGE_SUFFIXES))}")
             files.extend(found)
         else:
             files.append(path)  # a missing or broken file is that image's error, reported in its turn
@@ -119,7 +121,7 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.server:
         return _classify_remote(args, images)
     repo = open_repository(args)
-    model = repo.load(pick_model(repo, "classifier", args.model), backend=args.backend)
+    model = repo.classifier(pick_model(repo, "classifier", args.model), backend=args.backend)
     failed = 0
     for image in images:
         try:
@@ -135,7 +137,6 @@ def run_classify(args: argparse.Namespace) -> int:
 def _classify_remote(args: argparse.Namespace, images: list[Path]) -> int:
     from artforge.errors import NotFoundError, ResourceExhaustedError
     from artforge.serving.client import CLASSIFIER, image_bytes
-    from artforge.serving.remote_cli import connect
 
     failed = 0
     with connect(args) as client:
@@ -161,7 +162,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from artforge.runtime import write_image
 
     repo = open_repository(args)
-    model = repo.load(pick_model(repo, "generator", args.model), backend=args.backend)
+    model = repo.generator(pick_model(repo, "generator", args.model), backend=args.backend)
     images = model.generate(args.count, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
@@ -173,7 +174,6 @@ def run_generate(args: argparse.Namespace) -> int:
 def _generate_remote(args: argparse.Namespace) -> int:
     from artforge.files import write_bytes_atomic
     from artforge.serving.client import GENERATOR
-    from artforge.serving.remote_cli import connect
 
     with connect(args) as client:
         model = args.model or client.default_model(GENERATOR)

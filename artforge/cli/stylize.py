@@ -1,7 +1,8 @@
 """`artforge stylize`: an image file or a folder tree, in-process or through `--server`.
 
-Both paths plan the same outputs, resume the same way, write the same JSON
-report and exit 1 if an image failed, 130 on Ctrl-C (see docs/batch.md).
+One batch driver (artforge/batch/driver.py) over the local or the remote
+executor: both plan the same outputs, resume the same way, write the same
+JSON report and exit 1 if an image failed, 130 on Ctrl-C (see docs/batch.md).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from artforge.batch.options import BATCH_MAX_PIXELS, DEFAULT_BATCH_SIZE, DEFAULT_TILE_ABOVE_MP
 from artforge.cli.args import (
     add_backend,
     add_command,
@@ -17,20 +20,20 @@ from artforge.cli.args import (
     add_output,
     add_repository,
     add_server_connection,
+    connect,
     open_repository,
     pick_model,
 )
 
-# The batch tool's defaults (artforge/runtime/batch.py: DEFAULT_BATCH_SIZE, DEFAULT_TILE_ABOVE_MP,
-# BATCH_MAX_PIXELS; runtime/tiling.py: DEFAULT_TILE), written here until they live in a module
-# that --help can import without loading OpenCV and ONNX Runtime.
-_BATCH_SIZE = 4
-_TILE_ABOVE_MP = 4.0
-_MAX_PIXELS_MP = 100.0
+if TYPE_CHECKING:
+    from artforge.batch.executor import Executor
+    from artforge.batch.options import BatchOptions
+
+# runtime/tiling.py's DEFAULT_TILE, which --help cannot import without loading OpenCV and numpy.
 _TILE = 1024
 
 
-# Values are checked by the batch engine (BatchOptions.check), which names the option in one sentence.
+# Values are checked by the executor (LocalExecutor.check), which names the option in one sentence.
 def add_commands(commands: argparse._SubParsersAction) -> None:
     parser = add_command(commands, "stylize", "stylize an image file or a folder of images", run_stylize)
     parser.add_argument("input", type=Path, help="image file or folder (walked recursively)")
@@ -41,15 +44,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                format_text="output format (default: the output file's extension, else jpg)")
     parser.add_argument("--max-side", type=int, default=None, metavar="PX",
                         help="downscale inputs whose longer side exceeds this")
-    parser.add_argument("--batch-size", type=int, default=_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="same-size images per model call (see docs/batch.md)")
     parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
                         help="run images larger than SIZE in overlapping SIZE x SIZE tiles, blended seamlessly")
     parser.add_argument("--tile-overlap", type=int, default=None, metavar="PX",
                         help="overlap of neighbouring tiles (default: an eighth of the tile)")
-    parser.add_argument("--tile-above", type=float, default=_TILE_ABOVE_MP, metavar="MP",
+    parser.add_argument("--tile-above", type=float, default=DEFAULT_TILE_ABOVE_MP, metavar="MP",
                         help=f"tile images over MP megapixels automatically, in {_TILE} px tiles unless --tile")
-    parser.add_argument("--max-pixels", type=float, default=_MAX_PIXELS_MP, metavar="MP",
+    parser.add_argument("--max-pixels", type=float, default=BATCH_MAX_PIXELS / 1e6, metavar="MP",
                         help="refuse images over MP megapixels, before decoding them")
     parser.add_argument("--workers", type=int, default=None,
                         help="decode and encode threads, each (default: half the cores, 1 to 4)")
@@ -62,22 +65,32 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_stylize(args: argparse.Namespace) -> int:
-    """The batch engine of each path; artforge.batch's driver replaces both calls."""
+    from artforge.batch.options import options_from_args
+
+    options = options_from_args(args)
     if args.server:
-        from artforge.serving import remote_cli
+        from artforge.batch.remote import RemoteExecutor
 
-        return remote_cli.stylize(args)
-    from artforge.batch_report import default_report_path
-    from artforge.runtime.batch import BatchInterrupted, options_from_args, stylize_paths
+        with connect(args) as client:
+            return _run(RemoteExecutor(client, args.model), args, options)
+    from artforge.batch.local import LocalExecutor
 
-    options = options_from_args(args)  # checked before any model loads
+    LocalExecutor.check(options)  # before any model loads
     repo = open_repository(args)
     names = [n.strip() for n in args.model.split(",") if n.strip()] if args.model else []
-    models = [repo.load(name, backend=args.backend) for name in names or [pick_model(repo, "stylizer", None)]]
+    models = [repo.stylizer(name, backend=args.backend) for name in names or [pick_model(repo, "stylizer", None)]]
+    return _run(LocalExecutor(models), args, options)
+
+
+def _run(executor: Executor, args: argparse.Namespace, options: BatchOptions) -> int:
+    """Run the batch driver, print the summary; exit code 0 all done, 1 something failed, 130 interrupted."""
+    from artforge.batch.driver import BatchInterrupted, run_stylize
+    from artforge.batch.report import default_report_path
+
     report_path = args.report or default_report_path(args.input, args.output)
     try:
-        report = stylize_paths(models, args.input, args.output, options, progress=not args.quiet,
-                               report_path=report_path)
+        report = run_stylize(executor, args.input, args.output, options, progress=not args.quiet,
+                             report_path=report_path)
     except BatchInterrupted as interrupted:
         interrupted.report.print(report_path=report_path)
         print("artforge: interrupted; run the same command again to resume", file=sys.stderr)

@@ -51,7 +51,7 @@ from artforge.export.options import (
     VARIANT_PRECISIONS,
     Thresholds,
 )
-from artforge.files import file_sha256
+from artforge.files import file_sha256, write_bytes_atomic
 
 # Generators are measured on this many fixed latents (seeded, different from the calibration ones).
 GENERATOR_EVAL_LATENTS = 64
@@ -415,7 +415,7 @@ def _rewrite_card(card: Path, section: str) -> None:
         text = head + section + "\n" + rest[tail_at:]
     else:
         text = text.rstrip() + "\n\n" + section
-    repository.atomic_write(card, text)
+    write_bytes_atomic(card, text.encode())
 
 
 def make_variant(repo: Path | str, name: str, precision: str, *, version: int | str | None = None,
@@ -589,7 +589,7 @@ def make_variant(repo: Path | str, name: str, precision: str, *, version: int | 
     path = repository.write_model(repo, variant, model, variant_meta, version=variant_version, export_info=info,
                                   overwrite=overwrite)
     report["version"] = int(path.parent.name)
-    repository.atomic_write(path.parent / "accuracy.json", json.dumps(report, indent=2) + "\n")
+    write_bytes_atomic(path.parent / "accuracy.json", (json.dumps(report, indent=2) + "\n").encode())
     _rewrite_card(repo / variant / repository.CARD_FILE, _card_section(report))
     say(f"wrote {path}")
     return path, report

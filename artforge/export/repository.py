@@ -30,6 +30,7 @@ import onnx
 
 from artforge import contract
 from artforge.errors import InvalidInputError, NotFoundError
+from artforge.files import write_bytes_atomic
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
@@ -138,23 +139,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    # mkstemp creates 0600 files: a model repository is usually read by a
-    # server running as another user, so give the usual umask-based mode.
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        _write_bytes(Path(tmp), raw)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _quote(text: str) -> str:
@@ -339,7 +323,7 @@ def write_model(repo: Path, name: str, model: onnx.ModelProto, metadata: contrac
         _write_bytes(staging / MODEL_FILE, payload)
         # Shared files first: a server that notices the new version must find a config that describes it.
         for filename, text in files.items():
-            atomic_write(model_dir / filename, text)
+            write_bytes_atomic(model_dir / filename, text.encode())
         if version_dir.exists():  # overwrite: swap the old folder out, the new one in, then drop the old one
             retired = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}.", suffix=".old"))
             os.replace(version_dir, retired / "v")
@@ -355,5 +339,5 @@ def write_model(repo: Path, name: str, model: onnx.ModelProto, metadata: contrac
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    atomic_write(model_dir / CARD_FILE, card)
+    write_bytes_atomic(model_dir / CARD_FILE, card.encode())
     return version_dir / MODEL_FILE

@@ -50,6 +50,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from artforge import contract
+from artforge.batch.plan import IMAGE_SUFFIXES
 from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError, ParityError
 from artforge.export.options import (
     DEFAULT_ENGINE_PRECISION,
@@ -61,7 +62,7 @@ from artforge.export.options import (
     ENGINE_PRECISIONS,
     INSTANCE_NORM_MODES,
 )
-from artforge.files import IMAGE_SUFFIXES, write_bytes_atomic
+from artforge.files import write_bytes_atomic
 from artforge.runtime.backends.tensorrt_backend import (
     PLAN_FILE,
     PLAN_FORMAT,

@@ -193,13 +193,6 @@ def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], ti
     return out
 
 
-def tile_count(height: int, width: int, tile: int, overlap: int | None = None, multiple: int = 1,
-               min_size: int = 1) -> int:
-    """How many tiles stylize_tiled runs for an image of this size."""
-    overlap = default_overlap(tile) if overlap is None else overlap
-    return plan_tiles(height, width, tile, overlap, multiple, min_size).count
-
-
 def needs_tiling(height: int, width: int, tile: int | None, tile_above: float | None) -> bool:
     """Whether the batch tool tiles an image: --tile given and the image larger than one tile, or more
     megapixels than tile_above."""

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import random
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from artforge.files import atomic_file, write_bytes_atomic
 
 ARTIFACT = "model.pt"
 STATE = "state.pt"
@@ -65,31 +65,19 @@ def _interrupts_deferred():
         raise KeyboardInterrupt
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with _interrupts_deferred(), os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+    with _interrupts_deferred(), atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def atomic_write_bytes(data: bytes, path: Path) -> None:
-    _atomic_write(Path(path), lambda f: f.write(data))
+    with _interrupts_deferred():
+        write_bytes_atomic(path, data)
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+    atomic_write_bytes(text.encode(), path)
 
 
 def prepare_run(run: Path, config: dict[str, Any], resume: bool = True) -> dict[str, Any] | None:

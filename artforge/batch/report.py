@@ -1,7 +1,7 @@
 """What one `artforge stylize` run did: counts, failures, timings, per model; printed and written as JSON.
 
-Shared by the local pipeline and `--server`. The JSON layout (format 1) is
-documented in docs/batch.md; fields are only ever added.
+The driver (batch/driver.py) keeps it for every executor. The JSON layout
+(format 1) is documented in docs/batch.md; fields are only ever added.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from artforge.files import OUTPUT_SUFFIXES, write_json_atomic
+from artforge.batch.plan import is_single_file
+from artforge.files import write_json_atomic
 
 REPORT_NAME = "stylize-report.json"
 FORMAT = 1
@@ -27,7 +28,7 @@ class Failure:
 
 
 @dataclass
-class ModelStats:
+class ModelTally:
     """One model's share of the run."""
 
     identity: dict[str, Any]
@@ -43,12 +44,12 @@ class ModelStats:
 
 @dataclass
 class BatchReport:
-    """The run's result; `done`, `failed`, `skipped`, `failures` and `outputs` as the old Summary had them."""
+    """The run's result: counts per model, failures, outputs, timings."""
 
     input: str
     output: str
     options: dict[str, Any] = field(default_factory=dict)
-    models: dict[str, ModelStats] = field(default_factory=dict)
+    models: dict[str, ModelTally] = field(default_factory=dict)
     #: non-image files under the input folder
     skipped: int = 0
     failures: list[Failure] = field(default_factory=list)
@@ -148,6 +149,6 @@ class BatchReport:
 
 def default_report_path(source: Path, output: Path) -> Path | None:
     """OUT/stylize-report.json when OUT is a folder; None (no report unless asked) for one output file."""
-    if Path(source).is_file() and Path(output).suffix.lower() in OUTPUT_SUFFIXES:
+    if is_single_file(source, output):
         return None
     return Path(output) / REPORT_NAME

@@ -17,8 +17,8 @@ nothing the kernel already has), so a run killed with -9 is resumed from its
 last finished output, not its last save; loading applies the journal (a
 torn last line is ignored), saving folds it in and deletes it.
 
-Plain Python, shared by the local pipeline and `--server`. Only one thread
-(the run's main thread) touches a Manifest.
+Plain Python; the driver (batch/driver.py) keeps it for every executor.
+Only one thread (the run's main thread) touches a Manifest.
 """
 
 from __future__ import annotations
@@ -131,12 +131,12 @@ class Manifest:
         except ValueError:
             return Path(output).as_posix()
 
-    def is_current(self, model: str, output: Path, source: Path) -> bool:
-        """True when `output` is a finished output of `model` from `source` as it is now."""
+    def is_current(self, model: str, output: Path, input_stamp: list[int] | None) -> bool:
+        """True when `output` is a finished output of `model` from its input as it is now (stamped)."""
         record = self.models.get(model, {}).get("outputs", {}).get(self._key(output))
         if not record:
             return False
-        return record.get("input_stamp") == stamp(source) and record.get("output_stamp") == stamp(output)
+        return record.get("input_stamp") == input_stamp and record.get("output_stamp") == stamp(output)
 
     def record(self, model: str, output: Path, source: Path, input_stamp: list[int] | None,
                output_stamp: list[int] | None) -> None:
@@ -149,11 +149,6 @@ class Manifest:
             self._journal = self.journal_path.open("a", encoding="utf-8")
         self._journal.write(json.dumps({"model": model, "output": key, "record": record}) + "\n")
         self._journal.flush()  # into the kernel: survives kill -9
-
-    def forget(self, model: str, output: Path) -> None:
-        """Drop a record (its output is about to be rewritten)."""
-        if self.models.get(model, {}).get("outputs", {}).pop(self._key(output), None) is not None:
-            self._dirty = True
 
     def save(self) -> None:
         if not self._dirty:

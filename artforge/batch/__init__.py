@@ -1,0 +1,15 @@
+"""Folder jobs (`artforge stylize IN OUT`): one driver over interchangeable executors.
+
+    plan.py      walk IN, name every output (StylizePlan, plan_stylize)
+    folder.py    the output folder's lock and the clean-up of a killed run's temporaries
+    manifest.py  what is finished, and made by what: resume (Manifest, stamp)
+    report.py    counts, failures, timings; printed and written as JSON (BatchReport)
+    options.py   BatchOptions
+    executor.py  the seam: the Executor protocol and the Work / Outcome it trades in
+    driver.py    run_stylize: the one orchestration (lock, manifest, progress, Ctrl-C, report)
+    local.py     LocalExecutor: the models in this process (threaded decode / infer / encode)
+    remote.py    RemoteExecutor: an artforge server's StylizeStream
+
+Importing the package loads nothing heavy: remote runs and the CLI import it
+without OpenCV or ONNX Runtime (only local.py needs them). See docs/batch.md.
+"""
