@@ -44,8 +44,8 @@ def render_watercolor(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     grain = smooth_noise(rng, h, w, cell=3, octaves=2) * 0.5 + smooth_noise(rng, h, w, cell=40) * 0.5
     out *= (1 + 0.07 * grain)[..., None]
     edges = cv2.Canny(flat.astype(np.uint8), 40, 120)
-    edges = cv2.GaussianBlur(edges.astype(np.float32), (0, 0), 1.2) / 255.0
-    out *= (1 - 0.25 * np.clip(edges, 0, 1))[..., None]
+    wet = cv2.GaussianBlur(edges.astype(np.float32), (0, 0), 1.2) / 255.0
+    out *= (1 - 0.25 * np.clip(wet, 0, 1))[..., None]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -96,7 +96,7 @@ def render_cartoon(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     pixels = smooth.reshape(-1, 3).astype(np.float32)
     sample = pixels[rng.choice(len(pixels), min(len(pixels), 4000), replace=False)]
     cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
-    _, _, centres = cv2.kmeans(
+    _, _, centres = cv2.kmeans(  # type: ignore[call-overload]  # OpenCV's stubs want an out array for bestLabels
         sample, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0), 2, cv2.KMEANS_PP_CENTERS
     )
     dist = ((pixels[:, None, :] - centres[None, :, :]) ** 2).sum(-1)

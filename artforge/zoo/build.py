@@ -14,6 +14,7 @@ from typing import Any
 
 from artforge.files import write_bytes_atomic, write_json_atomic
 from artforge.runtime.imageio import write_image
+from artforge.training import configs
 from artforge.zoo import datasets
 from artforge.zoo.catalog import SEED, ZOO, ZooModel
 from artforge.zoo.evaluation import append_evaluation, evaluate_classifier
@@ -29,9 +30,10 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
     for name in STYLE_IMAGES:
         image = paint_style_image(name, size=256 if quick else 512, seed=SEED)
         write_image(out / "styles" / f"{name.replace(':', '_')}.jpg", image, quality=90)
+    styles = (datasets.render_style_dataset(data / "styles", seed=SEED, crops_per_photo=1, size=96) if quick
+              else datasets.render_style_dataset(data / "styles", seed=SEED))
     summary = {
-        "styles_dataset": datasets.render_style_dataset(data / "styles", seed=SEED,
-                                                        **({"crops_per_photo": 1, "size": 96} if quick else {})),
+        "styles_dataset": styles,
         "content_images": len(datasets.content_images(data / "content", seed=SEED, count=16 if quick else 400,
                                                       size=64 if quick else 256)),
         "tiles": len(datasets.abstract_tiles(data / "tiles", seed=SEED, count=32 if quick else 4000)),
@@ -45,18 +47,16 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
     settings = {**(model.quick if quick else model.settings), "seed": SEED, "out": str(work / "runs" / model.name)}
     data = work / "data"
     if model.kind == "classifier":
-        from artforge.training.classifier import train
-        from artforge.training.configs import ClassifierConfig
+        from artforge.training import classifier
         # Validation (early stopping, best epoch) is split from the training
         # photos; the held-out photos are only used for the final evaluation.
-        return train(ClassifierConfig(data=str(data / "styles" / "train"), **settings))
+        return classifier.train(configs.ClassifierConfig(data=str(data / "styles" / "train"), **settings))
     if model.kind == "dcgan":
-        from artforge.training.configs import DCGANConfig
-        from artforge.training.dcgan import train
-        return train(DCGANConfig(data=str(data / "tiles"), **settings))
-    from artforge.training.configs import StyleConfig
-    from artforge.training.style import train
-    return train(StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"), data=str(data / "content"), **settings))
+        from artforge.training import dcgan
+        return dcgan.train(configs.DCGANConfig(data=str(data / "tiles"), **settings))
+    from artforge.training import style
+    return style.train(configs.StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"),
+                                           data=str(data / "content"), **settings))
 
 
 def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = None,
@@ -92,6 +92,6 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
     stylizers = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:
         contact_sheet(repo, out / "samples", stylizers, sheet)
-    evaluation = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
-    write_index(out, data_summary, evaluation)
+    final: dict[str, Any] | None = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
+    write_index(out, data_summary, final)
     print(f"zoo written to {out}")

@@ -15,7 +15,7 @@ from artforge.training.data import image_folder
 
 def evaluate_classifier(repo: Path, name: str, test_dir: Path) -> dict[str, Any]:
     """Accuracy of the exported model (as the runtime runs it) on held-out photos."""
-    model = Repository(repo).load(name)
+    model = Repository(repo).classifier(name)
     samples, classes = image_folder(test_dir)
     index = {label: i for i, label in enumerate(model.metadata.labels)}
     confusion = np.zeros((len(index), len(index)), dtype=int)

@@ -45,7 +45,7 @@ def _palette_lookup(palette: np.ndarray, t: np.ndarray) -> np.ndarray:
 def _trace(field_x: np.ndarray, field_y: np.ndarray, starts: np.ndarray, steps: int, step: float) -> np.ndarray:
     """Follow a unit vector field from each start point (xy); returns [N, steps+1, 2]."""
     h, w = field_x.shape
-    pos = starts.astype(np.float32).copy()
+    pos: np.ndarray = starts.astype(np.float32).copy()
     path = [pos.copy()]
     for _ in range(steps):
         xi = np.clip(pos[:, 0].astype(np.int32), 0, w - 1)

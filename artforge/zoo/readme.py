@@ -24,7 +24,7 @@ def contact_sheet(repo: Path, samples: Path, stylizers: list[str], target: Path,
         crop = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
         return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
 
-    models = [Repository(repo).load(name) for name in stylizers]
+    models = [Repository(repo).stylizer(name) for name in stylizers]
     cells = []
     for path in sorted(samples.glob("*.jpg")):
         photo = square(read_image(path)[..., :3])
