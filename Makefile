@@ -22,11 +22,15 @@ $(VENV)/.full: $(VENV)/bin/python setup.py constraints.txt
 demo: $(VENV)/.runtime
 	$(VENV)/bin/artforge demo --out out/demo
 
+# Lint and types first (seconds), then the suite.
 test: $(VENV)/.full
+	$(VENV)/bin/ruff check artforge tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.full
 	$(VENV)/bin/ruff check artforge tests benchmarks
+	$(VENV)/bin/mypy
 
 zoo: $(VENV)/.full
 	$(VENV)/bin/artforge zoo build

@@ -17,3 +17,10 @@ TOKEN_ENV = "ARTFORGE_TOKEN"
 TILE_ABOVE_MP = 4.0
 #: the side of a stylizer tile: a style network's buffers for it fit comfortably in memory
 TILE = 1024
+#: seconds per client call to a server, retries included; a 4K stylization on a busy CPU server takes seconds
+CLIENT_TIMEOUT_S = 60.0
+#: times a client call is retried while the server is unavailable
+CLIENT_RETRIES = 3
+#: largest image decoded, checked from its header: 8192 x 8192, larger than any camera photo, small
+#: enough to bound memory (the in-process runtime and the server; `artforge stylize` has its own)
+MAX_IMAGE_PIXELS = 1 << 26

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, measure, percentile, write_section  # noqa: E402
 
 from artforge import contract  # noqa: E402
+from artforge.export.options import Thresholds  # noqa: E402
 from artforge.export.precision import make_variant  # noqa: E402
-from artforge.export.precision_options import Thresholds  # noqa: E402
 from artforge.runtime import Repository  # noqa: E402
 from artforge.runtime.backends import available_backends  # noqa: E402
 from artforge.zoo.datasets import content_images  # noqa: E402

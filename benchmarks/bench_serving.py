@@ -144,12 +144,11 @@ def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
     port = free_port()
     flags = ["--repo", str(repo), "--host", HOST, "--port", str(port), "--no-metrics", *extra]
     if in_process:
-        from artforge.serving.cli_args import add_arguments, options_from_args
+        from artforge.cli import build_parser
+        from artforge.cli.serve import server_options
         from artforge.serving.server import Server
 
-        parser = argparse.ArgumentParser()
-        add_arguments(parser)
-        running = Server(options_from_args(parser.parse_args(flags)))
+        running = Server(server_options(build_parser().parse_args(["serve", *flags])))
         running.start()
         try:
             yield f"{HOST}:{port}"
@@ -157,7 +156,7 @@ def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
             running.stop(grace=1)
         return
     log = open(os.devnull, "w")  # noqa: SIM115 - closed below; the server's INFO lines would interleave the table
-    process = subprocess.Popen([sys.executable, "-m", "artforge.serving.server", *flags], stderr=log, stdout=log)
+    process = subprocess.Popen([sys.executable, "-m", "artforge", "serve", *flags], stderr=log, stdout=log)
     target = f"{HOST}:{port}"
     try:
         # The client's retries ride out the start (loading models takes seconds).

@@ -312,7 +312,7 @@ def end_to_end(work: Path, checkpoint: Path, model_dir: Path, count: int, size: 
     for backend in ("auto", "auto:bf16", "onnxruntime"):
         out = work / f"artforge-{backend.replace(':', '-')}"
         report = work / f"report-{backend}.json"
-        wall = timed([python, "-m", "artforge.cli", "stylize", str(folder), str(out), "--repo", str(repo),
+        wall = timed([python, "-m", "artforge", "stylize", str(folder), str(out), "--repo", str(repo),
                       "--model", model_dir.name, "--backend", backend, "--quiet", "--report", str(report)])
         rows.append((f"`artforge stylize --backend {backend}`", wall, json.loads(report.read_text())))
     lines = [f"{count} JPEGs of {size[0]}×{size[1]} in 3 sub-folders, zoo model `{model_dir.name}`; wall time of "

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artforge.cli import DEFAULT_ZOO, main
+from artforge.cli import main
+from artforge.cli.args import DEFAULT_ZOO
 
 ZOO_REPO = DEFAULT_ZOO / "repository"
 SAMPLES = sorted((DEFAULT_ZOO / "samples").glob("*.jpg"))
@@ -259,7 +260,7 @@ def many(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def start(src: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "artforge.cli", "stylize", str(src), str(out), "--model", "mosaic",
+    return subprocess.Popen([sys.executable, "-m", "artforge", "stylize", str(src), str(out), "--model", "mosaic",
                              "--format", "png", "--batch-size", "1", *LOCAL], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 

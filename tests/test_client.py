@@ -292,7 +292,9 @@ def test_tls_with_token(repo_path: Path, tmp_path: Path) -> None:
 
 
 def test_client_imports_neither_torch_nor_onnxruntime() -> None:
-    code = ("import sys, artforge.client, artforge.serving.remote_cli; "
+    code = ("import sys, artforge.client, artforge.cli; from artforge.cli.args import connect; "
+            "args = artforge.cli.build_parser().parse_args(['classify', 'x.jpg', '--server', '127.0.0.1:1']); "
+            "connect(args).close(); "
             "bad = [m for m in ('torch', 'onnxruntime') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -322,6 +324,29 @@ def test_cli_classify(cli_env: None, target: str, tmp_path: Path, capsys: pytest
     assert err.startswith(f"{junk}: error: ") and len(err.splitlines()) == 1
     code, _, err = run_cli(capsys, "classify", str(red), "--model", "nope", "--server", target)
     assert code == 2 and "nope" in err and "colours" in err
+
+
+def test_cli_classify_walks_a_folder(cli_env: None, target: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "red.png").write_bytes(encode(solid((255, 0, 0))))
+    (tmp_path / "blue.jpg").write_bytes(encode(solid((0, 0, 255)), ".jpg"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    code, out, err = run_cli(capsys, "classify", str(tmp_path), "--top-k", "1", "--server", target)
+    assert code == 0 and err == ""
+    assert out.splitlines() == [f"{tmp_path / 'blue.jpg'}: blue 1.000", f"{tmp_path / 'nested' / 'red.png'}: red 1.000"]
+
+
+def test_cli_jpeg_quality_is_the_same_locally_and_through_the_server(
+        cli_env: None, target: str, repo_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # No --quality: both paths use defaults.QUALITY, so the files are the same bytes.
+    for where, flags in (("remote", ["--server", target]), ("local", ["--repo", str(repo_path)])):
+        assert run_cli(capsys, "generate", "--format", "jpg", "--count", "2", "--out", str(tmp_path / where),
+                       *flags)[0] == 0
+    names = sorted(p.name for p in (tmp_path / "remote").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "local").iterdir()) and len(names) == 2
+    for name in names:
+        assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
 
 
 def test_cli_generate_matches_local(cli_env: None, target: str, repo_path: Path, tmp_path: Path,

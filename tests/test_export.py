@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -14,8 +13,10 @@ import torch
 from onnx import numpy_helper
 
 from artforge import contract
+from artforge.cli import build_parser
+from artforge.cli.export import export_from_args
 from artforge.errors import ModelLoadError, ParityError
-from artforge.export import add_arguments, export_run, load_run, publish, repository, run_from_args
+from artforge.export import export_run, load_run, publish, repository
 from artforge.export.verify import PROBABILITY_ATOL, UINT8_MAX_LEVELS, compare, parity_inputs
 from artforge.models.dcgan import Generator
 from artforge.models.efficientnet_lite import EfficientNetLite0
@@ -199,10 +200,9 @@ def test_versions_increment_and_explicit_versions(exported: dict[str, Path], run
 
 
 def test_cli_pair(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args([str(runs["generator"]), "--repo", str(tmp_path), "--name", "gen.v2", "--version", "7"])
-    path = run_from_args(args)
+    args = build_parser().parse_args(["export", str(runs["generator"]), "--repo", str(tmp_path), "--name", "gen.v2",
+                                      "--version", "7"])
+    path = export_from_args(args)
     assert path == tmp_path / "gen.v2" / "7" / "model.onnx" and path.is_file()
     printed = capsys.readouterr().out
     assert "exporting generator" in printed and "largest difference" in printed

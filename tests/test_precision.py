@@ -14,7 +14,8 @@ import pytest
 
 from artforge import contract
 from artforge.errors import InvalidInputError, NotFoundError, ParityError
-from artforge.export.precision import Thresholds, make_variant, parse_exclude
+from artforge.export.options import Thresholds, parse_exclude
+from artforge.export.precision import make_variant
 from artforge.runtime import Repository
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo" / "repository"

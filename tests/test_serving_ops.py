@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,9 +24,10 @@ from onnx_builders import add_model, classifier_model, stylizer_model
 from serving_support import channel, encode, image_stub, kserve_stub, repository, rpc_error, running, solid
 from tritonclient.utils import InferenceServerException
 
+from artforge.cli import build_parser, main
+from artforge.cli.serve import server_options
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.inference import grpc_service_pb2 as pb
-from artforge.serving.cli_args import add_arguments, options_from_args, run_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 RED_PNG = encode(solid((255, 0, 0)))
@@ -143,7 +144,7 @@ def test_reload_picks_up_fixed_new_and_deleted_models(tmp_path: Path) -> None:
 
 
 def test_server_imports_no_torch() -> None:
-    script = ("import sys, artforge.serving.server, artforge.serving.cli_args; "
+    script = ("import sys, artforge.serving.server; "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx') "
               "or m.startswith(('artforge.training', 'artforge.export', 'artforge.models'))))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -151,25 +152,47 @@ def test_server_imports_no_torch() -> None:
 
 
 def test_cli_arguments_map_to_options(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--repo", str(tmp_path), "--port", "0", "--metrics-port", "9100", "--max-batch-size", "4",
-                              "--max-queue-delay-ms", "2.5", "--instances", "2", "--queue-size", "7",
-                              "--max-image-pixels", "1000", "--max-message-mb", "8", "--token", "t",
-                              "--preferred-batch-sizes", "2", "4"])
-    options = options_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--repo", str(tmp_path), "--port", "0", "--metrics-port", "9100",
+                              "--max-batch-size", "4", "--max-queue-delay-ms", "2.5", "--instances", "2",
+                              "--queue-size", "7", "--max-image-pixels", "1000", "--max-message-mb", "8",
+                              "--token", "t", "--preferred-batch-sizes", "2", "4"])
+    options = server_options(args)
     assert (options.repo, options.port, options.metrics_port, options.max_batch_size) == (tmp_path, 0, 9100, 4)
     assert (options.max_queue_delay_ms, options.instances, options.queue_size) == (2.5, 2, 7)
     assert (options.max_image_pixels, options.max_message_bytes, options.token) == (1000, 8 << 20, "t")
     assert options.preferred_batch_sizes == (2, 4)
     with pytest.raises(SystemExit):
-        parser.parse_args(["--repo", str(tmp_path), "--instances", "0"])
+        parser.parse_args(["serve", "--repo", str(tmp_path), "--instances", "0"])
 
 
 def test_start_failure_exits_nonzero(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert run_from_args(parser.parse_args(["--repo", str(tmp_path / "missing"), "--port", "0", "--no-metrics"])) == 1
+    # A missing repository is the user's mistake: one sentence and exit 2, like every command.
+    assert main(["serve", "--repo", str(tmp_path / "missing"), "--port", "0", "--no-metrics"]) == 2
+
+
+def _serve_on_taken_port(repo: Path, *flags: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`artforge serve` while another socket listens on the port one of `flags` names; (result, seconds)."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "artforge", "serve", "--repo", str(repo), "--host", "127.0.0.1",
+                             "--threads", "1", *flags], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("which", ["--port", "--metrics-port"])
+def test_taken_port_is_one_sentence_before_any_model_loads(repo_path: Path, which: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--metrics-port" if which == "--port" else "--port"
+        result, _ = _serve_on_taken_port(repo_path, which, str(port), other, "0")
+    assert result.returncode == 2, result.stderr
+    # One line: no "loaded <model>" log line came first, and no gRPC core error or traceback after it.
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    where = "cannot listen on" if which == "--port" else "cannot serve metrics on"
+    assert result.stderr.startswith(f"artforge: error: {where} 127.0.0.1:{port}: the port is in use"), result.stderr
+    assert which in result.stderr
 
 
 # ------------------------------------------------------------------ graceful shutdown
@@ -207,7 +230,7 @@ def test_sighup_reloads_then_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
               config="max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 1000000 }\n")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "artforge.serving.server", "--repo", str(repo), "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "artforge", "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", "0",
          "--metrics-port", "0", "--threads", "1", "--workers", "1", "--grace", "20"],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []

@@ -346,12 +346,8 @@ def test_build_engine_without_tensorrt_is_one_sentence_and_imports_no_torch(tmp_
         f"artforge: error: build-engine needs TensorRT and a CUDA GPU, and {MISSING}"]
 
 
-def test_cli_choices_mirror_the_builder_and_the_builder_needs_no_torch() -> None:
-    from artforge import tensorrt_cli
-
-    assert set(tensorrt_cli.PRECISIONS) == set(trt_build.PRECISIONS)
-    assert tensorrt_cli.INSTANCE_NORM_MODES == trt_build.INSTANCE_NORM_MODES
-    assert tensorrt_cli.DEFAULT_WORKSPACE_MB == trt_build.DEFAULT_WORKSPACE_MB
+def test_the_builder_needs_no_torch() -> None:
+    # The command line and the builder share artforge/export/options.py, so their choices cannot disagree.
     # A GPU box with the runtime and [tensorrt] only (no torch) must be able to build.
     code = "import sys\nimport artforge.export.tensorrt\nassert 'torch' not in sys.modules\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)

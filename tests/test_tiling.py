@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from artforge.cli import DEFAULT_ZOO
+from artforge.cli.args import DEFAULT_ZOO
 from artforge.errors import InvalidInputError
 from artforge.runtime.tiling import feather, needs_tiling, plan_tiles, stylize_tiled
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -13,19 +12,19 @@ import numpy as np
 import pytest
 import torch
 
+from artforge.cli import build_parser
+from artforge.cli.train import train_config
 from artforge.models import build
 from artforge.models.efficientnet_lite import EfficientNetLite0, load_imagenet
 from artforge.training.classifier import (
-    ClassifierConfig,
     _stratified_split,
-    add_arguments,
-    config_from_args,
     eval_transform,
     staged_forward,
     train,
     train_transform,
 )
 from artforge.training.common import STATE, load_artifact
+from artforge.training.configs import ClassifierConfig
 
 CLASSES = ("checks", "red", "stripes")
 
@@ -219,12 +218,11 @@ def test_staged_forward_equals_model_and_augmentations_are_seeded() -> None:
 
 
 def test_arguments_round_trip() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    cfg = config_from_args(parser.parse_args(["--data", "d", "--out", "o"]))
+    parser = build_parser()
+    cfg = train_config(parser.parse_args(["train", "classifier", "--data", "d", "--out", "o"]))
     assert cfg == ClassifierConfig(data="d", out="o")
-    cfg = config_from_args(parser.parse_args(["--data", "d", "--out", "o", "--unfreeze", "all", "--no-resume",
-                                              "--max-steps", "5", "--val", "v", "--size", "96"]))
+    cfg = train_config(parser.parse_args(["train", "classifier", "--data", "d", "--out", "o", "--unfreeze", "all",
+                                          "--no-resume", "--max-steps", "5", "--val", "v", "--size", "96"]))
     assert (cfg.unfreeze, cfg.resume, cfg.max_steps, cfg.val, cfg.size) == ("all", False, 5, "v", 96)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,9 +12,12 @@ import pytest
 import torch
 from training_support import interrupt_training
 
+from artforge.cli import build_parser
+from artforge.cli.train import train_config
 from artforge.models import build
 from artforge.training import common
-from artforge.training.dcgan import DCGANConfig, add_arguments, config_from_args, image_grid, train
+from artforge.training.configs import DCGANConfig
+from artforge.training.dcgan import image_grid, train
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +137,8 @@ def test_image_grid_layout() -> None:
 
 
 def test_command_line_options_fill_the_config() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    cfg = config_from_args(parser.parse_args(
-        ["--data", "d", "--out", "r", "--ngf", "32", "--ndf", "24", "--epochs", "3", "--batch-size", "16",
-         "--seed", "5", "--device", "cpu", "--max-steps", "9", "--no-resume", "--no-progress"]))
+    cfg = train_config(build_parser().parse_args(
+        ["train", "dcgan", "--data", "d", "--out", "r", "--ngf", "32", "--ndf", "24", "--epochs", "3",
+         "--batch-size", "16", "--seed", "5", "--device", "cpu", "--max-steps", "9", "--no-resume", "--no-progress"]))
     assert cfg == DCGANConfig(data="d", out="r", ngf=32, ndf=24, epochs=3, batch_size=16, seed=5, device="cpu",
                               max_steps=9, resume=False, progress=False)

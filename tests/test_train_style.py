@@ -3,7 +3,6 @@ built from a torchvision-format file), real image files, a few tiny steps."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,10 +13,13 @@ import pytest
 import torch
 from training_support import interrupt_training
 
+from artforge.cli import build_parser
+from artforge.cli.train import train_config
 from artforge.models import build
 from artforge.training import common
+from artforge.training.configs import StyleConfig
 from artforge.training.losses import VGG_CFGS, VGGLossNetwork, _vgg_layer_names, gram_matrix, total_variation
-from artforge.training.style import ContentSampler, StyleConfig, add_arguments, config_from_args, train
+from artforge.training.style import ContentSampler, train
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +194,8 @@ def test_loss_helpers() -> None:
 
 
 def test_command_line_options_fill_the_config() -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    cfg = config_from_args(parser.parse_args(
-        ["--style", "s.jpg", "--data", "d", "--out", "r", "--width", "0.5", "--image-size", "160",
+    cfg = train_config(build_parser().parse_args(
+        ["train", "style", "--style", "s.jpg", "--data", "d", "--out", "r", "--width", "0.5", "--image-size", "160",
          "--style-weight", "2", "--max-steps", "7", "--no-resume", "--loss-network", "vgg19", "--loss-weights", "w"]))
     assert cfg == StyleConfig(style="s.jpg", data="d", out="r", width=0.5, image_size=160, style_weight=2.0,
                               max_steps=7, resume=False, loss_network="vgg19", loss_weights="w")

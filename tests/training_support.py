@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 def interrupt_training(module: str, config_class: str, config: object, out: Path) -> tuple[int, str]:
     """Start artforge.training.<module>.train(<config_class>(config)) in a subprocess, send SIGINT once it
     has saved a state in `out`, and return its exit code and stderr."""
-    script = (f"import json, sys; from artforge.training.{module} import {config_class}, train; "
+    script = (f"import json, sys; from artforge.training.configs import {config_class}; "
+              f"from artforge.training.{module} import train; "
               f"train({config_class}(**json.loads(sys.argv[1])))")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(config.__dict__)], cwd=REPO, env=env,

@@ -49,12 +49,13 @@ def is_single_file(source: Path, output: Path) -> bool:
     return Path(source).is_file() and Path(output).suffix.lower() in OUTPUT_SUFFIXES
 
 
-def _walk(source: Path, exclude: Path | None) -> tuple[list[Path], int]:
+def walk_images(source: Path, exclude: Path | None = None) -> tuple[list[Path], int]:
     """Image files under source (sorted, recursively) and the count of other files.
 
     Hidden files and folders (a leading dot: .git, .DS_Store, temporaries)
-    are neither stylized nor counted; the output folder is left out when it
-    lies inside the input folder, so a re-run never stylizes its own outputs.
+    are neither listed nor counted; `exclude` (stylize's output folder, when it
+    lies inside the input folder) is left out, so a re-run never stylizes its
+    own outputs. `artforge classify FOLDER` walks folders the same way.
     """
     images, others = [], 0
     for root, folders, names in os.walk(source):
@@ -98,7 +99,7 @@ def plan_stylize(source: Path, output: Path, fmt: str | None, models: list[str],
     if source.is_file():
         files, skipped, root = [source], 0, source.parent
     else:
-        files, skipped = _walk(source, output.resolve())
+        files, skipped = walk_images(source, output.resolve())
         root = source
         if not files:
             raise InvalidInputError(f"no images to stylize in {source} ({skipped} non-image files skipped); "

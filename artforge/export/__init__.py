@@ -10,8 +10,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "artforge.export.onnx_export": ("DEFAULT_OPSET", "LoadedRun", "add_arguments", "export_onnx", "export_run",
-                                    "load_run", "publish", "run_from_args", "set_metadata"),
+    "artforge.export.onnx_export": ("LoadedRun", "export_onnx", "export_run", "load_run", "publish", "set_metadata"),
     "artforge.export.repository": ("next_version", "triton_config", "validate_name", "write_model"),
     "artforge.export.verify": ("ParityReport", "check_graph", "compare", "verify_model"),
     "artforge.export.wrappers": ("ClassifierWrapper", "GeneratorWrapper", "StylizerWrapper", "wrap"),

@@ -1,4 +1,4 @@
-"""`artforge export RUN --repo REPO`: a training run's model.pt -> a verified ONNX model in a repository.
+"""`artforge export RUN`: a training run's model.pt -> a verified ONNX model in a repository.
 
 Steps: load RUN/model.pt, rebuild the network, wrap it behind the artifact
 contract, export with the torch.export-based ("dynamo") ONNX exporter, attach
@@ -11,7 +11,6 @@ dynamo path is used; it needs onnxscript and emits opset 18 or newer.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -28,13 +27,10 @@ import torch
 from artforge import contract
 from artforge.errors import ModelLoadError
 from artforge.export import repository
+from artforge.export.options import DEFAULT_OPSET, MIN_OPSET
 from artforge.export.verify import verify_model
 from artforge.export.wrappers import ContractWrapper, wrap
 
-# 18 is the lowest opset the dynamo exporter implements natively, and old
-# enough for the TensorRT and OpenVINO parsers artforge targets.
-DEFAULT_OPSET = 18
-MIN_OPSET = 18
 # Used when a classifier artifact does not record its input size (EfficientNet-Lite0's native size).
 DEFAULT_INPUT_SIZE = 224
 # Example batch for tracing: not 1, so torch.export does not specialise the batch axis.
@@ -271,35 +267,4 @@ def export_run(run: Path | str, repo: Path | str, name: str | None = None, versi
             "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", **_versions()}
     path = publish(loaded.wrapper, model, loaded.metadata, repo, name, version=version, verify=verify,
                    overwrite=overwrite, export_info=info, log=log)
-    return path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `artforge export`."""
-    parser.add_argument("run", type=Path, help="training run folder holding model.pt")
-    parser.add_argument("--repo", type=Path, required=True, help="model repository folder (created if missing)")
-    parser.add_argument("--name", help="model name in the repository (default: the run folder's name)")
-    parser.add_argument("--version", type=int, help="version number (default: one more than the highest existing)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
-    parser.add_argument("--precision", default=None, metavar="fp16|int8[,...]",
-                        help="after the fp32 export, also make these variants as <name>_<precision> "
-                             "(see `artforge quantize`)")
-    from artforge.export.precision_options import add_variant_arguments
-
-    add_variant_arguments(parser)  # calibration, exclusion and threshold options of --precision
-
-
-def run_from_args(args: argparse.Namespace) -> Path:
-    """Run `artforge export` from parsed arguments and return the written model.onnx.
-
-    Errors propagate as artforge.errors types, ValueError or FileNotFoundError/FileExistsError,
-    each with a one-sentence message for the CLI to print.
-    """
-    from artforge.export.precision_options import parse_precisions, variants_from_args
-
-    parse_precisions(getattr(args, "precision", None))  # a bad --precision fails before the export
-    path = export_run(args.run, args.repo, name=args.name, version=args.version, opset=args.opset,
-                      overwrite=args.overwrite)
-    variants_from_args(args, path)
     return path

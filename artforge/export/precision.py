@@ -40,20 +40,16 @@ import onnx
 from artforge import contract
 from artforge.errors import ArtforgeError, InvalidInputError, NotFoundError, ParityError
 from artforge.export import repository
-from artforge.export.precision_options import (
+from artforge.export.options import (
     ACTIVATION_TYPES,
     CALIBRATION_METHODS,
+    DEFAULT_ACTIVATION_TYPE,
     DEFAULT_CALIBRATION_COUNT,
+    DEFAULT_CALIBRATION_METHOD,
     DEFAULT_CALIBRATION_SIZE,
     DEFAULT_EVALUATION_COUNT,
-    PRECISIONS,
+    VARIANT_PRECISIONS,
     Thresholds,
-    add_arguments,
-    add_variant_arguments,
-    parse_exclude,
-    parse_precisions,
-    run_from_args,
-    variants_from_args,
 )
 from artforge.files import file_sha256, write_bytes_atomic
 
@@ -221,7 +217,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 @dataclass
 class Int8Settings:
     method: str = "minmax"
-    activation_type: str = "int8"
+    activation_type: str = DEFAULT_ACTIVATION_TYPE
     exclude: tuple[str, ...] = ()
 
 
@@ -425,9 +421,10 @@ def _rewrite_card(card: Path, section: str) -> None:
 def make_variant(repo: Path | str, name: str, precision: str, *, version: int | str | None = None,
                  variant: str | None = None, variant_version: int | None = None,
                  calibration: Path | str | None = None, held_out: Path | str | None = None,
-                 calibration_method: str = "minmax", calibration_count: int = DEFAULT_CALIBRATION_COUNT,
-                 calibration_size: int = DEFAULT_CALIBRATION_SIZE, evaluation_count: int = DEFAULT_EVALUATION_COUNT,
-                 activation_type: str = "int8", exclude: Sequence[str] = (), auto_exclude: int = 0,
+                 calibration_method: str = DEFAULT_CALIBRATION_METHOD,
+                 calibration_count: int = DEFAULT_CALIBRATION_COUNT, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+                 evaluation_count: int = DEFAULT_EVALUATION_COUNT, activation_type: str = DEFAULT_ACTIVATION_TYPE,
+                 exclude: Sequence[str] = (), auto_exclude: int = 0,
                  thresholds: Thresholds | None = None, seed: int = 0, threads: int | None = None,
                  overwrite: bool = False, log: Log | None = print) -> tuple[Path, dict[str, Any]]:
     """Make the fp16 or int8 variant of repo/name, measure it against the fp32 model, and write it.
@@ -438,8 +435,9 @@ def make_variant(repo: Path | str, name: str, precision: str, *, version: int | 
     """
     say = log or (lambda _: None)
     repo = Path(repo)
-    if precision not in PRECISIONS:
-        raise InvalidInputError(f"precision {precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    if precision not in VARIANT_PRECISIONS:
+        raise InvalidInputError(f"precision {precision!r} is not supported; use one of "
+                                f"{', '.join(VARIANT_PRECISIONS)}")
     if calibration_method not in CALIBRATION_METHODS:
         raise InvalidInputError(f"calibration method {calibration_method!r} is not supported; use one of "
                                 f"{', '.join(CALIBRATION_METHODS)}")
@@ -601,10 +599,3 @@ def _versions() -> dict[str, str]:
     import onnxruntime
 
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-
-
-# ----------------------------------------------------------------- command line
-__all__ = ["ACTIVATION_TYPES", "CALIBRATION_METHODS", "PRECISIONS", "BatchReader", "Thresholds", "add_arguments",
-           "add_variant_arguments", "image_batches", "judge", "latent_batches", "list_images", "make_variant",
-           "measure", "parse_exclude", "parse_precisions", "quantize_int8", "run_from_args", "sensitivity",
-           "to_fp16", "variants_from_args"]

@@ -30,12 +30,11 @@ runtime inputs (calibration_batches), and its result is kept in a calibration
 cache file so the next build skips it.
 
 Everything touching tensorrt or CUDA is imported inside functions; on a
-machine without them the CLI stops with one sentence (artforge/tensorrt_cli.py).
+machine without them the CLI stops with one sentence (artforge/cli/export.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -53,6 +52,16 @@ from onnx import helper, numpy_helper
 from artforge import contract
 from artforge.batch.plan import IMAGE_SUFFIXES
 from artforge.errors import InvalidInputError, ModelLoadError, NotFoundError, ParityError
+from artforge.export.options import (
+    DEFAULT_ENGINE_PRECISION,
+    DEFAULT_INSTANCE_NORM,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_OPT_BATCH,
+    DEFAULT_OPT_SIDE,
+    DEFAULT_WORKSPACE_MB,
+    ENGINE_PRECISIONS,
+    INSTANCE_NORM_MODES,
+)
 from artforge.files import write_bytes_atomic
 from artforge.runtime.backends.tensorrt_backend import (
     PLAN_FILE,
@@ -66,14 +75,6 @@ from artforge.runtime.backends.tensorrt_backend import (
 
 Log = Callable[[str], None]
 
-PRECISIONS = ("fp32", "fp16", "int8")
-INSTANCE_NORM_MODES = ("auto", "native", "decomposed")
-DEFAULT_PRECISION = "fp16"
-DEFAULT_WORKSPACE_MB = 4096
-DEFAULT_OPT_SIDE = 512
-DEFAULT_MAX_SIDE = 1024
-#: opt batch of the fixed-size kinds (served through a batcher); stylizers are tuned for one image
-DEFAULT_OPT_BATCH = 8
 #: images read for int8 calibration at most, and per calibration batch
 CALIBRATION_IMAGES = 512
 CALIBRATION_BATCH = 8
@@ -413,7 +414,7 @@ def calibration_batches(meta: contract.ModelMetadata, shape: Sequence[int], fold
 # ---------------------------------------------------------- the GPU build
 @dataclass
 class BuildOptions:
-    precision: str = DEFAULT_PRECISION
+    precision: str = DEFAULT_ENGINE_PRECISION
     calibration: Path | None = None
     calibration_cache: Path | None = None
     max_batch: int | None = None
@@ -423,12 +424,12 @@ class BuildOptions:
     max_side: int | None = None
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     timing_cache: Path | None = None
-    instance_norm: str = "auto"
+    instance_norm: str = DEFAULT_INSTANCE_NORM
     rebuild_stale: bool = False
 
     def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise InvalidInputError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.precision not in ENGINE_PRECISIONS:
+            raise InvalidInputError(f"precision {self.precision!r} is not one of {', '.join(ENGINE_PRECISIONS)}")
         if self.instance_norm not in INSTANCE_NORM_MODES:
             raise InvalidInputError(f"--instance-norm {self.instance_norm!r} is not one of "
                                     f"{', '.join(INSTANCE_NORM_MODES)}")
@@ -766,14 +767,3 @@ def build_engine(repo: Path | str, name: str, version: int | str | None = None,
     say(f"wrote {plan_path} ({len(chosen.plan) / 2**20:.1f} MiB, {options.precision}, "
         f"instance norm: {chosen.label if has_instance_norm else 'none'})")
     return plan_path
-
-
-def build_from_args(args: argparse.Namespace) -> int:
-    """`artforge build-engine` after argument parsing (artforge/tensorrt_cli.py)."""
-    options = BuildOptions(precision=args.precision, calibration=args.calibration,
-                           calibration_cache=args.calibration_cache, max_batch=args.max_batch,
-                           opt_batch=args.opt_batch, min_side=args.min_side, opt_side=args.opt_side,
-                           max_side=args.max_side, workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
-                           instance_norm=args.instance_norm, rebuild_stale=args.rebuild_stale)
-    build_engine(args.repo, args.name, args.version, options)
-    return 0

@@ -20,11 +20,10 @@ import cv2
 import numpy as np
 
 from artforge import defaults
+from artforge.defaults import MAX_IMAGE_PIXELS as DEFAULT_MAX_PIXELS
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 from artforge.files import write_bytes_atomic
 
-#: 8192 x 8192: larger than any camera photo, small enough to bound memory.
-DEFAULT_MAX_PIXELS = 1 << 26
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF"
 ENCODE_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}
 

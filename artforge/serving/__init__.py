@@ -12,5 +12,5 @@ Modules: server (start/stop, signals, the threading model), model_manager
 image_api (the two services), tensors (KServe datatypes), settings
 (config.pbtxt + flags), calls / status (errors to gRPC codes, metrics and
 statistics per request), metrics (Prometheus), auth (bearer token),
-cli_args (`artforge serve`).
+options (ServerOptions; `artforge serve` builds one in artforge/cli/serve.py).
 """

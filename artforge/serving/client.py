@@ -61,15 +61,13 @@ import grpc
 import numpy as np
 
 from artforge import __version__
+from artforge.defaults import CLIENT_RETRIES, CLIENT_TIMEOUT_S
 from artforge.errors import ArtforgeError, InvalidInputError, NotFoundError, ResourceExhaustedError
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
 
 log = logging.getLogger("artforge.client")
 
-#: per unary call, retries included; a 4K stylization on a busy CPU server takes seconds
-DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_RETRIES = 3
 DEFAULT_BACKOFF_S = 0.1
 DEFAULT_MAX_BACKOFF_S = 2.0
 #: the server's default limit; gRPC's own 4 MB default would refuse large PNGs
@@ -322,7 +320,7 @@ class _StreamState:
 class _ClientBase:
     """Options, channel arguments, retries and error mapping shared by both clients."""
 
-    def __init__(self, target: str, *, timeout: float | None = DEFAULT_TIMEOUT_S, retries: int = DEFAULT_RETRIES,
+    def __init__(self, target: str, *, timeout: float | None = CLIENT_TIMEOUT_S, retries: int = CLIENT_RETRIES,
                  backoff_s: float = DEFAULT_BACKOFF_S, max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
                  token: str | None = None, tls: bool = False, root_certificates: str | os.PathLike | None = None,
                  client_cert: str | os.PathLike | None = None, client_key: str | os.PathLike | None = None,

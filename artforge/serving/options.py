@@ -1,6 +1,6 @@
 """Everything `artforge serve` can be told, as one plain dataclass.
 
-The CLI (cli_args.py), tests and embedding apps all build a ServerOptions;
+The CLI (artforge/cli/serve.py), tests and embedding apps all build a ServerOptions;
 nothing below server.py reads argparse. Per-model scheduling fields are
 None when not given so that config.pbtxt can supply them (settings.py):
 a flag the user typed beats the file, the file beats the built-in default.
@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from artforge import defaults
-from artforge.runtime.imageio import DEFAULT_MAX_PIXELS
+from artforge import contract, defaults
+from artforge.defaults import MAX_IMAGE_PIXELS
 
 #: largest gRPC message either way by default; a 4K PNG is ~25 MB
 DEFAULT_MAX_MESSAGE_MB = 64
 #: most images one Generate call may ask for (it is split into model-sized batches)
 DEFAULT_MAX_REQUEST_BATCH = 64
+#: most rows per graph run when neither a flag nor config.pbtxt says: fixed-size kinds merge well,
+#: stylizer batches hold large activations
+DEFAULT_MAX_BATCH = {contract.CLASSIFIER: 64, contract.GENERATOR: 64, contract.STYLIZER: 8}
 #: requests waiting per model before new ones get RESOURCE_EXHAUSTED
 DEFAULT_QUEUE_SIZE = 128
 #: seconds in-flight requests get to finish after SIGTERM
@@ -46,7 +49,7 @@ class ServerOptions:
     queue_size: int | None = None
 
     # Limits
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     max_message_mb: float = DEFAULT_MAX_MESSAGE_MB
     max_request_batch: int = DEFAULT_MAX_REQUEST_BATCH
     #: RPCs (a stream counts once) served at the same time before gRPC answers

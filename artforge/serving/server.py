@@ -1,6 +1,6 @@
 """The artforge gRPC server: KServe v2 + artforge.v1.ImageService on one port.
 
-    python -m artforge.serving.server --repo zoo/repository --port 8001 --metrics-port 8002
+    artforge serve --repo zoo/repository --port 8001 --metrics-port 8002   (artforge/cli/serve.py)
 
 Threading model, and why: the server is a `grpc.aio` (asyncio) server. One
 event loop thread accepts RPCs, parses small messages and schedules work;
@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Coroutine
@@ -42,7 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from artforge.errors import ArtforgeError, InvalidInputError
+from artforge.errors import InvalidInputError
 from artforge.proto.artforge.v1 import image_service_pb2, image_service_pb2_grpc
 from artforge.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc, model_config_pb2
 from artforge.runtime.repository import Repository
@@ -87,6 +89,56 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def _port_problem(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be listened on, found by binding it once; None when it can.
+
+    gRPC reports a failed bind only as "Failed to bind" (and logs a core
+    error line), so the reason is found out here, before gRPC tries.
+    """
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"the host is not known ({error.strerror})"
+    failures = []
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC and http.server bind
+                probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "the port is in use"
+            failures.append(error.strerror or str(error))
+    # gRPC listens when any address of the host binds (localhost: 127.0.0.1 and perhaps ::1).
+    return failures[0] if failures and len(failures) == len(addresses) else None
+
+
+def _bind_grpc(server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
+    address = _address(host, port)
+    problem = _port_problem(host, port)
+    if problem is None:
+        try:
+            return server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        except RuntimeError:
+            problem = "gRPC could not bind it"
+    hint = " (another server?); pick another --port, or 0 for any free port" if problem == "the port is in use" else ""
+    raise InvalidInputError(f"cannot listen on {address}: {problem}{hint}")
+
+
+def _bind_metrics(metrics: Metrics, host: str, port: int) -> int:
+    address = _address(host, port)
+    try:
+        return metrics.start_http(host, port)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise InvalidInputError(f"cannot serve metrics on {address}: the port is in use (another server?); "
+                                    "pick another --metrics-port, 0 for any free port, or --no-metrics") from None
+        raise InvalidInputError(f"cannot serve metrics on {address}: {error.strerror or error}") from None
+
+
 class AsyncServer:
     """The server on the current event loop: `await start()`, then `await stop(grace)`."""
 
@@ -116,16 +168,16 @@ class AsyncServer:
         await self.health.set("", SERVING if overall else NOT_SERVING)
 
     async def start(self) -> int:
-        """Load the models, bind, serve; returns the bound gRPC port."""
+        """Bind the ports, load the models, serve; returns the bound gRPC port.
+
+        The ports are bound before any model loads, so that a taken port is
+        one sentence at once, not after minutes of loading.
+        """
         options = self.options
         repo = Repository(options.repo)
         credentials = self._credentials()
         interceptors = [BearerTokenInterceptor(options.token)] if options.token else []
         await self.health.set("", NOT_SERVING)
-        self._executor = ThreadPoolExecutor(options.workers or os.cpu_count() or 2,
-                                            thread_name_prefix="artforge-worker")
-        self.manager = ModelManager(repo, options, self.metrics, self._executor, on_change=self._health_changed)
-        await self.manager.load_all()
 
         limit = options.max_message_bytes
         channel_options = [
@@ -134,6 +186,16 @@ class AsyncServer:
         ]
         server = grpc.aio.server(interceptors=interceptors, options=channel_options,
                                  maximum_concurrent_rpcs=options.max_concurrent_rpcs)
+        self._server = server
+        port = _bind_grpc(server, options.host, options.port, credentials)
+        if options.metrics_port is not None:
+            self.metrics_port = _bind_metrics(self.metrics, options.host, options.metrics_port)
+
+        self._executor = ThreadPoolExecutor(options.workers or os.cpu_count() or 2,
+                                            thread_name_prefix="artforge-worker")
+        self.manager = ModelManager(repo, options, self.metrics, self._executor, on_change=self._health_changed)
+        await self.manager.load_all()
+
         calls = Calls(self.manager, self.metrics)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             KServeServicer(self.manager, calls, self._executor, options, lambda: self._draining), server)
@@ -144,18 +206,9 @@ class AsyncServer:
                     image_service_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(services, server, pool=reflection_pool())
-
-        address = _address(options.host, options.port)
-        try:
-            port = (server.add_secure_port(address, credentials) if credentials
-                    else server.add_insecure_port(address))
-        except RuntimeError as error:
-            raise OSError(f"cannot listen on {address} ({error})") from None
         await server.start()
-        self._server, self.port = server, port
+        self.port = port
         await self.health.set("", SERVING if self.manager.any_ready() else NOT_SERVING)
-        if options.metrics_port is not None:
-            self.metrics_port = self.metrics.start_http(options.host, options.metrics_port)
         self._log_started()
         return port
 
@@ -277,10 +330,9 @@ async def _serve(options: ServerOptions) -> int:
     server = AsyncServer(options)
     try:
         await server.start()
-    except (ArtforgeError, OSError) as error:
-        log.error("cannot start: %s", error)
+    except BaseException:
         await server.stop(None)
-        return 1
+        raise
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     reloads: set[asyncio.Task] = set()
@@ -302,20 +354,10 @@ async def _serve(options: ServerOptions) -> int:
 
 
 def serve(options: ServerOptions) -> int:
-    """Run the server until SIGTERM or SIGINT; returns the process exit status (0 after a clean drain)."""
+    """Run the server until SIGTERM or SIGINT; returns the process exit status (0 after a clean drain).
+
+    A server that cannot start (a missing repository, a taken port, unreadable
+    TLS files) raises an artforge error whose message is one sentence.
+    """
     _configure_logging()
     return asyncio.run(_serve(options))
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from artforge.serving.cli_args import add_arguments, run_from_args
-
-    parser = argparse.ArgumentParser(prog="python -m artforge.serving.server", description=__doc__.splitlines()[0])
-    add_arguments(parser, require_repo=True)
-    return run_from_args(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

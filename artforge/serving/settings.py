@@ -23,15 +23,13 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from artforge import contract, defaults
+from artforge import defaults
 from artforge.errors import ModelLoadError
 from artforge.proto.inference import model_config_pb2
 from artforge.runtime.models import Model
-from artforge.serving.options import DEFAULT_QUEUE_SIZE, ServerOptions
+from artforge.serving.options import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, ServerOptions
 
 CONFIG_FILE = "config.pbtxt"
-# Fixed-size kinds merge well; stylizer batches hold large activations.
-DEFAULT_MAX_BATCH = {contract.CLASSIFIER: 64, contract.GENERATOR: 64, contract.STYLIZER: 8}
 
 
 @dataclass(frozen=True)

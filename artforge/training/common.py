@@ -11,9 +11,7 @@ A run folder RUN holds
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import json
 import platform
 import random
@@ -31,23 +29,6 @@ ARTIFACT = "model.pt"
 STATE = "state.pt"
 CONFIG = "config.json"
 METRICS = "metrics.json"
-
-
-def add_run_arguments(parser: argparse.ArgumentParser, seed: int = 0, device: str = "auto") -> None:
-    """The options every trainer shares: seed, device, time budget, resume, progress."""
-    parser.add_argument("--seed", type=int, default=seed, help="(default %(default)s)")
-    parser.add_argument("--device", default=device, help="auto, cpu or cuda[:N] (default %(default)s)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop (and save the model) at this step, a time budget; rerun without it to continue")
-    parser.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="start over even if the run folder holds a saved state")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
-
-
-def config_from_args(config_class: type, args: argparse.Namespace) -> Any:
-    """The config dataclass an argparse namespace describes (other attributes ignored)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return config_class(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def set_seed(seed: int) -> None:

@@ -15,11 +15,10 @@ seen, from nothing more than the step counter.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +30,13 @@ from tqdm import tqdm
 
 from artforge.models.dcgan import Discriminator, Generator
 from artforge.training import common
+from artforge.training.configs import DCGANConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 
 IMAGE_SIZE = 64
 # Keep a little of a non-square image's longer side so that random crops
 # move along it, without storing whole panoramas.
 MAX_LONG_SIDE = 80
-
-
-@dataclass
-class DCGANConfig:
-    data: str
-    out: str
-    nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
-    epochs: int = 25
-    batch_size: int = 128
-    lr: float = 2e-4
-    beta1: float = 0.5
-    flip: bool = True  # random horizontal flips (doubles the data for free)
-    sample_count: int = 64  # images in the fixed-noise grid saved every epoch
-    checkpoint_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    max_steps: int | None = None  # stop early at this global step (a time budget); rerun to continue
-    resume: bool = True
-    progress: bool = True
 
 
 def _validate(cfg: DCGANConfig) -> None:
@@ -295,27 +273,3 @@ def train(cfg: DCGANConfig) -> Path:
     common.save_artifact(run, "generator", {"name": "dcgan", "nz": cfg.nz, "ngf": cfg.ngf}, generator,
                          provenance=provenance, latent_size=cfg.nz, output_size=IMAGE_SIZE)
     return run
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `artforge train dcgan`."""
-    d = {f.name: f.default for f in fields(DCGANConfig)}
-    parser.add_argument("--data", required=True, help="folder of training images (searched recursively)")
-    parser.add_argument("--out", required=True, help="run folder (rerun with the same folder to resume)")
-    parser.add_argument("--nz", type=int, default=d["nz"], help="latent size")
-    parser.add_argument("--ngf", type=int, default=d["ngf"], help="generator width (64 in the paper)")
-    parser.add_argument("--ndf", type=int, default=d["ndf"], help="discriminator width (64 in the paper)")
-    parser.add_argument("--epochs", type=int, default=d["epochs"])
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"])
-    parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate (both networks)")
-    parser.add_argument("--beta1", type=float, default=d["beta1"], help="Adam beta1")
-    parser.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
-    parser.add_argument("--sample-count", type=int, default=d["sample_count"],
-                        help="images in the fixed-noise grid saved to RUN/samples every epoch")
-    parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
-    parser.add_argument("--log-every", type=int, default=d["log_every"])
-    common.add_run_arguments(parser, seed=d["seed"], device=d["device"])
-
-
-def config_from_args(args: argparse.Namespace) -> DCGANConfig:
-    return common.config_from_args(DCGANConfig, args)

@@ -18,14 +18,13 @@ Every loss network takes RGB float NCHW in 0..255 and normalises internally.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_NETWORKS = ("efficientnet_lite0", "vgg16", "vgg19")
+from artforge.training.configs import LOSS_NETWORKS, LossWeights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,26 +44,6 @@ VGG_CONTENT_LAYER = "relu2_2"
 # shapes survive while colours and texture are free to change.
 EFFNET_STYLE_BLOCKS = (0, 2, 4, 7)
 EFFNET_CONTENT_BLOCK = 2
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    content: float
-    style: float
-    tv: float
-
-
-# Defaults, tuned by eye with EfficientNet-Lite0 at image size 128, style size
-# 256 and 400-2000 steps so that the style's colours and texture dominate while
-# the content stays recognisable (a higher style weight washes the content
-# out; a lower one leaves little more than a colour cast). The terms are
-# relative errors (see PerceptualLoss), which is what lets one set serve
-# different styles; the VGG entries reuse them and have not been tuned by eye.
-DEFAULT_WEIGHTS: dict[str, LossWeights] = {
-    "efficientnet_lite0": LossWeights(content=1.0, style=0.5, tv=1.0),
-    "vgg16": LossWeights(content=1.0, style=0.5, tv=1.0),
-    "vgg19": LossWeights(content=1.0, style=0.5, tv=1.0),
-}
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:

@@ -13,10 +13,9 @@ would have seen, without saving any data-loader state.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,46 +26,11 @@ from tqdm import tqdm
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
+from artforge.training.configs import LOSS_NETWORKS, StyleConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
-from artforge.training.losses import DEFAULT_WEIGHTS, LOSS_NETWORKS, LossWeights, PerceptualLoss, build_loss_network
+from artforge.training.losses import PerceptualLoss, build_loss_network
 
 RESIDUAL_BLOCKS = 5
-
-
-@dataclass
-class StyleConfig:
-    style: str
-    data: str
-    out: str
-    loss_network: str = "efficientnet_lite0"
-    loss_weights: str | None = None  # weights file; required for vgg16/vgg19
-    width: float = 1.0
-    image_size: int = 256
-    # Shorter side of the style image: sets the size of the style's brush
-    # strokes and patterns in the output, whatever size is stylized later.
-    style_size: int = 256
-    steps: int = 2000
-    batch_size: int = 4
-    lr: float = 1e-3
-    content_weight: float | None = None  # None: the loss network's default (losses.DEFAULT_WEIGHTS)
-    style_weight: float | None = None
-    tv_weight: float | None = None
-    sample_every: int = 200
-    checkpoint_every: int = 200
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    max_steps: int | None = None  # stop early at this global step (a time budget); rerun to continue
-    resume: bool = True
-    progress: bool = True
-
-    def loss_weight_values(self) -> LossWeights:
-        default = DEFAULT_WEIGHTS[self.loss_network]
-        return LossWeights(
-            content=default.content if self.content_weight is None else self.content_weight,
-            style=default.style if self.style_weight is None else self.style_weight,
-            tv=default.tv if self.tv_weight is None else self.tv_weight,
-        )
 
 
 def _validate(cfg: StyleConfig) -> None:
@@ -311,34 +275,3 @@ def train(cfg: StyleConfig) -> Path:
                                            "residual_blocks": RESIDUAL_BLOCKS},
                          net, provenance=provenance, size_multiple=SIZE_MULTIPLE)
     return run
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `artforge train style`."""
-    d = {f.name: f.default for f in fields(StyleConfig)}
-    parser.add_argument("--style", required=True, help="style image file")
-    parser.add_argument("--data", required=True, help="folder of content images (searched recursively)")
-    parser.add_argument("--out", required=True, help="run folder (rerun with the same folder to resume)")
-    parser.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
-                        help="frozen pretrained network for the perceptual loss")
-    parser.add_argument("--loss-weights", default=None,
-                        help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
-    parser.add_argument("--width", type=float, default=d["width"], help="channel width multiplier (0.5 = half)")
-    parser.add_argument("--image-size", type=int, default=d["image_size"], help="side of the content crops")
-    parser.add_argument("--style-size", type=int, default=d["style_size"],
-                        help="shorter side the style image is resized to (sets the scale of its texture)")
-    parser.add_argument("--steps", type=int, default=d["steps"], help="training steps (batches)")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"])
-    parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
-    for name in ("content", "style", "tv"):
-        parser.add_argument(f"--{name}-weight", type=float, default=None,
-                            help=f"{name} loss weight (default: tuned for the loss network)")
-    parser.add_argument("--sample-every", type=int, default=d["sample_every"],
-                        help="save a content|stylized sample to RUN/samples every N steps")
-    parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
-    parser.add_argument("--log-every", type=int, default=d["log_every"])
-    common.add_run_arguments(parser, seed=d["seed"], device=d["device"])
-
-
-def config_from_args(args: argparse.Namespace) -> StyleConfig:
-    return common.config_from_args(StyleConfig, args)

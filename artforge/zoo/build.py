@@ -14,6 +14,7 @@ from typing import Any
 
 from artforge.files import write_bytes_atomic, write_json_atomic
 from artforge.runtime.imageio import write_image
+from artforge.training import configs
 from artforge.zoo import datasets
 from artforge.zoo.catalog import SEED, ZOO, ZooModel
 from artforge.zoo.evaluation import append_evaluation, evaluate_classifier
@@ -49,13 +50,13 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
         from artforge.training import classifier
         # Validation (early stopping, best epoch) is split from the training
         # photos; the held-out photos are only used for the final evaluation.
-        return classifier.train(classifier.ClassifierConfig(data=str(data / "styles" / "train"), **settings))
+        return classifier.train(configs.ClassifierConfig(data=str(data / "styles" / "train"), **settings))
     if model.kind == "dcgan":
         from artforge.training import dcgan
-        return dcgan.train(dcgan.DCGANConfig(data=str(data / "tiles"), **settings))
+        return dcgan.train(configs.DCGANConfig(data=str(data / "tiles"), **settings))
     from artforge.training import style
-    return style.train(style.StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"), data=str(data / "content"),
-                                         **settings))
+    return style.train(configs.StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"),
+                                           data=str(data / "content"), **settings))
 
 
 def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = None,
