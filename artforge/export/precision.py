@@ -99,7 +99,6 @@ def image_batches(paths: Sequence[Path], meta: contract.ModelMetadata, size: int
     calibration and evaluation batches have one fixed shape.
     """
     from artforge.runtime import pipeline
-    from artforge.runtime.imageio import load_image
 
     batch = batch or _BATCH[meta.kind]
     out = []
@@ -109,7 +108,7 @@ def image_batches(paths: Sequence[Path], meta: contract.ModelMetadata, size: int
             out.append(pipeline.classifier_batch(chunk, int(meta.input_size or 0)))
         elif meta.kind == contract.STYLIZER:
             side = _stylizer_side(meta, size)
-            out.append(np.stack([pipeline.center_square(load_image(p, short_side=side), side) for p in chunk]))
+            out.append(pipeline.classifier_batch(chunk, side))  # the same decode and centre square
         else:
             raise InvalidInputError(f"a {meta.kind} takes latents, not images")
     return out

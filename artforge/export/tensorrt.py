@@ -395,17 +395,15 @@ def calibration_batches(meta: contract.ModelMetadata, shape: Sequence[int], fold
         return
     if folder is None:
         raise InvalidInputError(f"int8 calibration of a {meta.kind} needs --calibration DIR (a folder of images)")
-    from artforge.runtime.imageio import load_image
-    from artforge.runtime.pipeline import center_square
+    from artforge.runtime.pipeline import classifier_batch  # OpenCV: only when calibrating
 
     side = rest[0]
     rows: list[np.ndarray] = []
     for path in calibration_files(folder, limit):
         try:
-            rgb = load_image(path, short_side=side)
+            rows.append(classifier_batch([path], side)[0])
         except (InvalidInputError, NotFoundError, OSError):
             continue
-        rows.append(center_square(rgb, side))
         if len(rows) == batch:
             yield np.stack(rows)
             rows = []

@@ -33,6 +33,7 @@ from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedE
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from artforge.proto.inference import model_config_pb2 as mc
+from artforge.runtime import pipeline
 from artforge.runtime.backends import TensorSpec
 from artforge.runtime.models import Stylizer
 from artforge.serving import memory
@@ -338,10 +339,10 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         """Triton's classification extension: [N, k] BYTES "score:index[:label]", best first (k checked)."""
         labels = getattr(served.model, "labels", ())
         k = min(value.int64_param, array.shape[1])
-        order = np.argsort(-array, axis=1, kind="stable")[:, :k]
         rows = []
-        for row, indices in zip(array, order, strict=True):
-            rows.append([f"{row[i]:f}:{i}" + (f":{labels[i]}" if i < len(labels) else "") for i in indices])
+        for row in array:
+            rows.append([f"{row[i]:f}:{i}" + (f":{labels[i]}" if i < len(labels) else "")
+                         for i in pipeline.top_k(row, k)])
         out = np.empty((array.shape[0], k), dtype=object)
         out[:] = [[s.encode() for s in r] for r in rows]
         return out
