@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from artforge.errors import ArtforgeError, ResourceExhaustedError
+from artforge.errors import ArtforgeError
 from artforge.serving.metrics import Metrics
 from artforge.serving.settings import ModelSettings
 from artforge.serving.statistics import ModelStats
-from artforge.serving.status import ModelNotReadyError, QueueDeadlineError
+from artforge.serving.status import ModelNotReadyError, QueueDeadlineError, ServerBusyError
 
 log = logging.getLogger("artforge.serving")
 
@@ -121,14 +121,14 @@ class Batcher:
                 f"model {self.name}") from None
 
     def check_room(self) -> None:
-        """Raise ResourceExhaustedError when the queue is full.
+        """Raise ServerBusyError (RESOURCE_EXHAUSTED) when the queue is full.
 
         `infer` checks too; handlers also call this before decoding an image,
         so that an overloaded model refuses at once instead of after the work.
         """
         self._prune(asyncio.get_running_loop().time())
         if len(self._queue) >= self.settings.queue_size:
-            raise ResourceExhaustedError(
+            raise ServerBusyError(
                 f"model {self.name} has {len(self._queue)} requests waiting, its queue limit; "
                 "retry later, or start the server with a larger --queue-size or more --instances")
 

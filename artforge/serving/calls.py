@@ -27,10 +27,15 @@ OK = grpc.StatusCode.OK
 STREAM_WINDOW = 16
 
 
-def deadline_of(context: grpc.aio.ServicerContext, timeout_s: float | None = None) -> float | None:
-    """The request's deadline in event-loop time: the gRPC deadline or `timeout_s` from now, the sooner."""
-    limits = [t for t in (context.time_remaining(), timeout_s) if t is not None]
+def deadline_in(*timeouts: float | None) -> float | None:
+    """The event-loop time when the soonest of these timeouts (seconds from now; None = none) runs out."""
+    limits = [t for t in timeouts if t is not None]
     return asyncio.get_running_loop().time() + min(limits) if limits else None
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The request's gRPC deadline in event-loop time (None: the client set none)."""
+    return deadline_in(context.time_remaining())
 
 
 class Calls:

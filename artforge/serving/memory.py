@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from artforge.errors import ResourceExhaustedError
+from artforge.serving.status import ServerBusyError
 
 MB = 1 << 20
 #: activations a style network holds per pixel of its input while it runs: 382 B/px measured for the zoo's
@@ -105,8 +106,8 @@ class MemoryBudget:
     async def reserve(self, amount: int, deadline: float | None, what: str) -> AsyncIterator[None]:
         """Hold `amount` bytes for the block; wait for room until `deadline` (event-loop time).
 
-        ResourceExhaustedError when the request could never fit, or when no room was made before the
-        deadline (or MAX_WAIT_S without one).
+        ResourceExhaustedError when the request could never fit; ServerBusyError (a ResourceExhaustedError)
+        when no room was made before the deadline (or MAX_WAIT_S without one).
         """
         if amount > self.limit:
             raise ResourceExhaustedError(
@@ -118,7 +119,7 @@ class MemoryBudget:
             while self.used + amount > self.limit:
                 left = until - loop.time()
                 if left <= 0:
-                    raise ResourceExhaustedError(
+                    raise ServerBusyError(
                         f"{what} needs about {_mb(amount)} of memory and the server's budget stayed full "
                         f"({_mb(self.used)} of {_mb(self.limit)} in use by other requests); retry later")
                 with contextlib.suppress(TimeoutError):

@@ -51,7 +51,9 @@ from artforge.runtime.repository import Repository
 from artforge.serving.auth import BearerTokenInterceptor
 from artforge.serving.calls import Calls
 from artforge.serving.image_api import ImageServicer
+from artforge.serving.image_requests import ImageRequests
 from artforge.serving.kserve import KServeServicer
+from artforge.serving.kserve_requests import KServeRequests
 from artforge.serving.metrics import Metrics
 from artforge.serving.model_manager import ModelManager
 from artforge.serving.options import ServerOptions
@@ -197,10 +199,11 @@ class AsyncServer:
         await self.manager.load_all()
 
         calls = Calls(self.manager, self.metrics)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            KServeServicer(self.manager, calls, self._executor, options, lambda: self._draining), server)
+        kserve = KServeRequests(self.manager, self._executor, options, lambda: self._draining)
+        images = ImageRequests(self.manager, self._executor, options)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(kserve, calls), server)
         image_service_pb2_grpc.add_ImageServiceServicer_to_server(
-            ImageServicer(self.manager, calls, self._executor, options), server)
+            ImageServicer(images, self.manager, calls, self._executor), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         services = [grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
                     image_service_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name,

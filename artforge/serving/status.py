@@ -14,7 +14,7 @@ import logging
 
 import grpc
 
-from artforge.errors import ArtforgeError
+from artforge.errors import ArtforgeError, ResourceExhaustedError
 
 log = logging.getLogger("artforge.serving")
 
@@ -23,6 +23,11 @@ class ModelNotReadyError(ArtforgeError):
     """The model exists but is not loaded, failed to load, or is the wrong kind for the call."""
 
     grpc_code = "FAILED_PRECONDITION"
+
+
+class ServerBusyError(ResourceExhaustedError):
+    """The request could run but the server is full right now (a model's queue, the memory budget): retrying
+    later may succeed, unlike a request that is too large (HTTP tells them apart: 429 with Retry-After, 413)."""
 
 
 class QueueDeadlineError(ArtforgeError):

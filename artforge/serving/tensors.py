@@ -84,27 +84,47 @@ def _parse_bytes_elements(raw: bytes, count: int, what: str) -> np.ndarray:
     return array
 
 
-def parse_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
-    """One request input as a numpy array of its declared datatype and shape."""
-    what = f"input '{tensor.name}'"
-    dtype = DATATYPES.get(tensor.datatype)
+def _declared(datatype: str, shape: tuple[int, ...], what: str) -> tuple[np.dtype, int]:
+    """The numpy dtype and element count of a declared datatype and shape (checked)."""
+    dtype = DATATYPES.get(datatype)
     if dtype is None:
-        raise InvalidInputError(f"{what} has datatype {tensor.datatype!r}; supported: {_SUPPORTED}")
-    shape = tuple(tensor.shape)
+        raise InvalidInputError(f"{what} has datatype {datatype!r}; supported: {_SUPPORTED}")
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"{what} has shape {_describe_shape(shape)}; dimensions must not be negative")
-    count = int(np.prod(shape, dtype=object)) if shape else 1
+    return dtype, int(np.prod(shape, dtype=object)) if shape else 1
+
+
+def parse_raw(datatype: str, shape: tuple[int, ...], raw: bytes, what: str) -> np.ndarray:
+    """Raw tensor bytes (little-endian, row-major; BYTES length-prefixed) as an array of the declared datatype
+    and shape: gRPC's raw_input_contents, HTTP's binary tensor data."""
+    dtype, count = _declared(datatype, shape, what)
+    if datatype == "BYTES":
+        return _parse_bytes_elements(raw, count, what).reshape(shape)
+    needed = count * dtype.itemsize
+    if len(raw) != needed:
+        raise InvalidInputError(f"{what}: raw data is {len(raw)} bytes but shape {_describe_shape(shape)} "
+                                f"of {datatype} needs {needed}")
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+
+
+def _in_range(wide: np.ndarray, dtype: np.dtype, datatype: str, what: str) -> np.ndarray:
+    if wide.size and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if wide.min() < info.min or wide.max() > info.max:
+            raise InvalidInputError(f"{what} has values outside the {datatype} range {info.min}..{info.max}")
+    return wide.astype(dtype)
+
+
+def parse_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
+    """One gRPC request input as a numpy array of its declared datatype and shape."""
+    what = f"input '{tensor.name}'"
+    shape = tuple(tensor.shape)
+    dtype, count = _declared(tensor.datatype, shape, what)
     typed = tensor.HasField("contents") and tensor.contents.ByteSize() > 0
     if raw is not None:
         if typed:
             raise InvalidInputError(f"{what} has both typed contents and raw_input_contents; send one")
-        if tensor.datatype == "BYTES":
-            return _parse_bytes_elements(raw, count, what).reshape(shape)
-        needed = count * dtype.itemsize
-        if len(raw) != needed:
-            raise InvalidInputError(f"{what}: raw data is {len(raw)} bytes but shape {_describe_shape(shape)} "
-                                    f"of {tensor.datatype} needs {needed}")
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
+        return parse_raw(tensor.datatype, shape, raw, what)
     field = _CONTENTS.get(tensor.datatype)
     if field is None:
         raise InvalidInputError(f"{what}: {tensor.datatype} has no typed contents field; "
@@ -118,12 +138,55 @@ def parse_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
         array[:] = list(values)
         return array.reshape(shape)
     wide = np.asarray(values, dtype=np.float64 if dtype.kind == "f" else None)
-    if wide.size and dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        if wide.min() < info.min or wide.max() > info.max:
-            raise InvalidInputError(f"{what}: contents.{field} has values outside the {tensor.datatype} range "
-                                    f"{info.min}..{info.max}")
-    return wide.astype(dtype).reshape(shape)
+    return _in_range(wide, dtype, tensor.datatype, f"{what}: contents.{field}").reshape(shape)
+
+
+def _flat(data: object) -> list:
+    """JSON tensor data (nested lists in row-major order, or flat) as one flat list."""
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list = []
+    for item in data:
+        flat.extend(_flat(item))
+    return flat
+
+
+def parse_json(datatype: str, shape: tuple[int, ...], data: object, what: str) -> np.ndarray:
+    """JSON tensor data (the REST protocol's `data`: flat or nested, row-major) as an array of the declared
+    datatype and shape. Numbers must be JSON numbers (integers for integer types), BOOL values JSON booleans,
+    BYTES elements strings."""
+    dtype, count = _declared(datatype, shape, what)
+    values = _flat(data)
+    if len(values) != count:
+        raise InvalidInputError(f"{what}: data has {len(values)} elements but shape {_describe_shape(shape)} "
+                                f"needs {count}")
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in values):
+            raise InvalidInputError(f"{what}: BYTES data must be JSON strings (or send binary data)")
+        array = np.empty(count, dtype=object)
+        array[:] = [v.encode() for v in values]
+        return array.reshape(shape)
+    if datatype == "BOOL":
+        if not all(isinstance(v, bool) for v in values):
+            raise InvalidInputError(f"{what}: BOOL data must be JSON true or false")
+        return np.asarray(values, dtype=np.bool_).reshape(shape)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise InvalidInputError(f"{what}: {datatype} data must be JSON numbers")
+    if dtype.kind in "iu":
+        if not all(isinstance(v, int) for v in values):
+            raise InvalidInputError(f"{what}: {datatype} data must be whole numbers")
+        try:
+            wide = np.asarray(values, dtype=np.int64 if dtype.kind == "i" else np.uint64)
+        except OverflowError:
+            raise InvalidInputError(f"{what}: data has values outside the {datatype} range") from None
+        return _in_range(wide, dtype, datatype, f"{what}: data").reshape(shape)
+    with np.errstate(over="ignore"):
+        array = np.asarray(values, dtype=np.float64).astype(dtype)
+    if not np.isfinite(array).all() and np.isfinite(np.asarray(values, dtype=np.float64)).all():
+        raise InvalidInputError(f"{what}: data has values that do not fit in {datatype}")
+    return array.reshape(shape)
 
 
 def convert(array: np.ndarray, target: np.dtype, what: str) -> np.ndarray:
@@ -158,7 +221,10 @@ def convert(array: np.ndarray, target: np.dtype, what: str) -> np.ndarray:
     return array.astype(target)
 
 
-def _bytes_raw(array: np.ndarray) -> bytes:
+def raw_bytes(array: np.ndarray) -> bytes:
+    """An array as raw tensor bytes: little-endian, row-major; BYTES elements length-prefixed."""
+    if datatype_of(array.dtype) != "BYTES":
+        return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     parts = []
     for element in array.reshape(-1):
         data = element if isinstance(element, bytes) else str(element).encode()
@@ -173,9 +239,7 @@ def encode_output(name: str, array: np.ndarray, binary: bool,
     datatype = datatype_of(array.dtype)
     tensor = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=array.shape)
     if binary:
-        if datatype == "BYTES":
-            return tensor, _bytes_raw(array)
-        return tensor, np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        return tensor, raw_bytes(array)
     flat = array.reshape(-1)
     field = getattr(tensor.contents, _CONTENTS[datatype])
     if datatype == "BYTES":
