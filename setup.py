@@ -29,6 +29,11 @@ RUNTIME = [
     "protobuf>=7.35.1,<8",
     "prometheus-client>=0.20",
     "tqdm>=4.66",
+    # the HTTP front end (serving/http): FastAPI routes, uvicorn with its C parser, multipart image uploads
+    "fastapi>=0.115",
+    "uvicorn>=0.30",
+    "httptools>=0.6",
+    "python-multipart>=0.0.9",
 ]
 
 EXTRAS = {
@@ -48,7 +53,10 @@ EXTRAS = {
         "types-protobuf",
         "types-grpcio",
         "types-tqdm",
-        "tritonclient[grpc]>=2.41",
+        "tritonclient[grpc,http]>=2.41",
+        # HTTP front end checks: the published KServe REST document against the server, the web page in Chromium
+        "schemathesis>=4",
+        "selenium>=4.20",
         "grpcio-tools>=1.85.1",
         "scikit-image>=0.22",
         "scikit-learn>=1.4",
@@ -70,6 +78,7 @@ setup(
     description="Take art models (classifiers, DCGANs, style networks) from PyTorch to production inference.",
     python_requires=">=3.11",
     packages=find_packages(include=["artforge", "artforge.*"]),
+    package_data={"artforge.serving.http": ["web/*"]},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["artforge=artforge.cli:main"]},

@@ -44,7 +44,7 @@ def rss_mb(pid: int) -> float:
 
 def start(backend: str, tile_above: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "artforge", "serve", "--repo", str(ROOT / "zoo" / "repository"),
-               "--host", "127.0.0.1", "--port", "0", "--no-metrics", "--backend", backend,
+               "--host", "127.0.0.1", "--port", "0", "--no-metrics", "--no-http", "--backend", backend,
                "--max-message-mb", "256", "--tile-above", tile_above]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     assert server.stderr is not None

@@ -142,7 +142,7 @@ def free_port() -> int:
 def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
     """An artforge server on 127.0.0.1 for the length of the block; yields its target."""
     port = free_port()
-    flags = ["--repo", str(repo), "--host", HOST, "--port", str(port), "--no-metrics", *extra]
+    flags = ["--repo", str(repo), "--host", HOST, "--port", str(port), "--no-metrics", "--no-http", *extra]
     if in_process:
         from artforge.cli import build_parser
         from artforge.cli.serve import server_options

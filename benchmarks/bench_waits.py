@@ -129,7 +129,8 @@ def main() -> None:
     image = encode_image(np.full((32, 32, 3), (200, 40, 40), np.uint8), "png")
     with tempfile.TemporaryDirectory(prefix="bench-waits-") as tmp:
         repo = make_repository(args.repo, args.classifier, Path(tmp))
-        server = Server(ServerOptions(repo=repo, host=HOST, port=0, metrics_port=None, token=TOKEN, grace_s=1))
+        server = Server(ServerOptions(repo=repo, host=HOST, port=0, metrics_port=None, http_port=None, token=TOKEN,
+                                      grace_s=1))
         port = server.start()
         try:
             with ThreadPoolExecutor(8) as pool, ImageClient(f"{HOST}:{port}", token=TOKEN, timeout=30) as client:

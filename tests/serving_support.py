@@ -28,8 +28,9 @@ def repository(root: Path) -> Path:
 
 
 def options(repo: Path, **overrides: object) -> ServerOptions:
-    """Loopback, ephemeral port, no metrics port, one ORT thread: polite on 2 shared cores."""
-    base = ServerOptions(repo=repo, host="127.0.0.1", port=0, metrics_port=None, threads=1, workers=2, grace_s=1)
+    """Loopback, ephemeral port, no metrics or HTTP port, one ORT thread: polite on 2 shared cores."""
+    base = ServerOptions(repo=repo, host="127.0.0.1", port=0, metrics_port=None, http_port=None, threads=1,
+                         workers=2, grace_s=1)
     return replace(base, **overrides)
 
 

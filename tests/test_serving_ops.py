@@ -179,18 +179,20 @@ def _serve_on_taken_port(repo: Path, *flags: str) -> tuple[subprocess.CompletedP
     return result, time.monotonic() - started
 
 
-@pytest.mark.parametrize("which", ["--port", "--metrics-port"])
+@pytest.mark.parametrize("which", ["--port", "--metrics-port", "--http-port"])
 def test_taken_port_is_one_sentence_before_any_model_loads(repo_path: Path, which: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        other = "--metrics-port" if which == "--port" else "--port"
-        result, _ = _serve_on_taken_port(repo_path, which, str(port), other, "0")
+        others = [flag for other in ("--port", "--metrics-port", "--http-port") if other != which
+                  for flag in (other, "0")]
+        result, _ = _serve_on_taken_port(repo_path, which, str(port), *others)
     assert result.returncode == 2, result.stderr
     # One line: no "loaded <model>" log line came first, and no gRPC core error or traceback after it.
     assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
-    where = "cannot listen on" if which == "--port" else "cannot serve metrics on"
+    where = {"--port": "cannot listen on", "--metrics-port": "cannot serve metrics on",
+             "--http-port": "cannot serve HTTP on"}[which]
     assert result.stderr.startswith(f"artforge: error: {where} 127.0.0.1:{port}: the port is in use"), result.stderr
     assert which in result.stderr
 
@@ -231,7 +233,7 @@ def test_sighup_reloads_then_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "artforge", "serve", "--repo", str(repo), "--host", "127.0.0.1", "--port", "0",
-         "--metrics-port", "0", "--threads", "1", "--workers", "1", "--grace", "20"],
+         "--metrics-port", "0", "--http-port", "0", "--threads", "1", "--workers", "1", "--grace", "20"],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     try:

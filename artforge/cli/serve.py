@@ -1,4 +1,4 @@
-"""`artforge serve`: a repository over gRPC (KServe v2 + the artforge.v1 image API) and Prometheus metrics.
+"""`artforge serve`: a repository over gRPC and HTTP (KServe v2, the image API, a web page) and Prometheus metrics.
 
 Scheduling flags left out fall back to each model's config.pbtxt, then to
 built-in defaults (serving/settings.py). The server itself never reads
@@ -33,7 +33,7 @@ from artforge.serving.options import (
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    parser = add_command(commands, "serve", "serve a repository over gRPC (KServe v2 + artforge.v1 image API)",
+    parser = add_command(commands, "serve", "serve a repository over gRPC and HTTP (KServe v2, image API, web page)",
                          run_serve)
     add_repository(parser, "model repository folder (Triton layout: <repo>/<name>/<version>/model.onnx)")
     add_backend(parser)
@@ -41,6 +41,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     net.add_argument("--host", default=ServerOptions.host, help="address to listen on (0.0.0.0: every interface)")
     net.add_argument("--port", type=port, default=ServerOptions.port,
                      help="gRPC port, both services (0 = any free port)")
+    net.add_argument("--http-port", type=port, default=ServerOptions.http_port,
+                     help="HTTP port: KServe v2 REST, image endpoints, the web page at / (0 = any free port)")
+    net.add_argument("--no-http", action="store_true", help="do not serve HTTP (gRPC only)")
     net.add_argument("--metrics-port", type=port, default=ServerOptions.metrics_port,
                      help="Prometheus /metrics HTTP port (0 = any free port)")
     net.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
@@ -72,7 +75,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     limits.add_argument("--max-image-pixels", type=positive_int, default=ServerOptions.max_image_pixels,
                         metavar="N", help="largest image accepted, checked from its header")
     limits.add_argument("--max-message-mb", type=positive_float, default=DEFAULT_MAX_MESSAGE_MB, metavar="MB",
-                        help="largest gRPC message in either direction")
+                        help="largest gRPC message in either direction, and largest HTTP request body")
     limits.add_argument("--max-request-batch", type=positive_int, default=DEFAULT_MAX_REQUEST_BATCH, metavar="N",
                         help="most images one Generate call may ask for")
     limits.add_argument("--max-memory", type=positive_float, metavar="MB",
@@ -95,6 +98,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(
         repo=repository_path(args), host=args.host, port=args.port,
         metrics_port=None if args.no_metrics else args.metrics_port,
+        http_port=None if args.no_http else args.http_port,
         backend=args.backend, threads=args.threads, workers=args.workers,
         max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
         preferred_batch_sizes=tuple(args.preferred_batch_sizes) if args.preferred_batch_sizes else None,

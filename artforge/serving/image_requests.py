@@ -30,6 +30,7 @@ from artforge import defaults
 from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError
 from artforge.runtime import pipeline, tiling
 from artforge.runtime.backends import TensorSpec
+from artforge.runtime.grid import tile_grid
 from artforge.runtime.imageio import ImageInfo, encode_image, probe_image
 from artforge.runtime.models import Classifier, Generator, Model, Stylizer
 from artforge.runtime.pipeline import StylizeInput
@@ -175,8 +176,9 @@ class ImageRequests:
     # -- generate ---------------------------------------------------------------------
 
     async def generate(self, model_name: str, count: int, seed: int | None, fmt: str, quality: int,
-                       deadline: float | None, call: str = "Generate") -> Generated:
-        """`count` images (0 = 1) from latents drawn with `seed` (None: a random one, returned)."""
+                       deadline: float | None, call: str = "Generate", grid_columns: int = 0) -> Generated:
+        """`count` images (0 = 1) from latents drawn with `seed` (None: a random one, returned); with
+        `grid_columns`, one contact sheet of them in that many columns instead."""
         count = count or 1
         if count < 0:
             raise InvalidInputError(f"count must be positive (0 = 1), got {count}")
@@ -185,6 +187,9 @@ class ImageRequests:
                                          f"{self._options.max_request_batch} images per request")
         if seed is not None and seed < 0:
             raise InvalidInputError(f"seed must not be negative, got {seed}")
+        if grid_columns < 0:
+            raise InvalidInputError(f"grid must be a positive number of columns (0 = separate images), "
+                                    f"got {grid_columns}")
         fmt, quality = output_format(fmt, quality)
         fmt = fmt or "png"
         seed = secrets.randbits(63) if seed is None else seed
@@ -196,6 +201,8 @@ class ImageRequests:
             parts = await _gather([self._infer(served, latents[i:i + step], deadline)
                                    for i in range(0, count, step)])
             images = np.concatenate(parts)
+            if grid_columns > 0:
+                images = (await self._run(tile_grid, list(images), grid_columns))[np.newaxis]
             started = time.perf_counter_ns()
             encoded = await _gather([self._run(_encode, image, fmt, quality) for image in images])
             served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)

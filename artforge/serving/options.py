@@ -14,7 +14,7 @@ from pathlib import Path
 from artforge import contract, defaults
 from artforge.defaults import MAX_IMAGE_PIXELS
 
-#: largest gRPC message either way by default; a 4K PNG is ~25 MB
+#: largest gRPC message either way, and HTTP request body, by default; a 4K PNG is ~25 MB
 DEFAULT_MAX_MESSAGE_MB = 64
 #: most images one Generate call may ask for (it is split into model-sized batches)
 DEFAULT_MAX_REQUEST_BATCH = 64
@@ -35,6 +35,8 @@ class ServerOptions:
     port: int = 8001
     #: Prometheus HTTP port; None disables the endpoint, 0 picks a free one
     metrics_port: int | None = 8002
+    #: HTTP/REST port (KServe v2 REST, image endpoints, web page); None disables it, 0 picks a free one
+    http_port: int | None = 8000
     backend: str = "auto"
     #: ONNX Runtime intra-op threads per model; None lets the backend decide
     threads: int | None = None

@@ -1,6 +1,6 @@
-"""The artforge gRPC server: KServe v2 + artforge.v1.ImageService on one port.
+"""The artforge server: gRPC (KServe v2 + artforge.v1.ImageService) and HTTP front ends over one core.
 
-    artforge serve --repo zoo/repository --port 8001 --metrics-port 8002   (artforge/cli/serve.py)
+    artforge serve --repo zoo/repository --http-port 8000 --port 8001 --metrics-port 8002   (artforge/cli/serve.py)
 
 Threading model, and why: the server is a `grpc.aio` (asyncio) server. One
 event loop thread accepts RPCs, parses small messages and schedules work;
@@ -16,11 +16,14 @@ of waiting RPCs (queued for a batch, streaming) without a thread each, and
 the batcher, deadlines, cancellation and bounded queues are plain asyncio.
 Because the heavy work releases the GIL, the process still uses every core.
 
-Also on the port: grpc.health.v1 (overall "" and one entry per model) and
-server reflection. Prometheus metrics are served over HTTP on their own
-port. SIGTERM / SIGINT drain gracefully (health goes NOT_SERVING, no new
-RPCs, in-flight ones get `grace_s` to finish, exit 0); SIGHUP reloads every
-model from the repository.
+Also on the gRPC port: grpc.health.v1 (overall "" and one entry per model)
+and server reflection. The HTTP front end (serving/http: KServe v2 REST,
+image endpoints, the web page) is uvicorn on the same event loop, calling
+the same request objects, so both protocols share the models, batchers,
+memory budget and worker pool. Prometheus metrics are served over HTTP on
+their own port. SIGTERM / SIGINT drain both front ends gracefully (health
+goes NOT_SERVING, no new requests, in-flight ones get `grace_s` to finish,
+exit 0); SIGHUP reloads every model from the repository.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ from artforge.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc, mo
 from artforge.runtime.repository import Repository
 from artforge.serving.auth import BearerTokenInterceptor
 from artforge.serving.calls import Calls
+from artforge.serving.http.app import Services, build_app
+from artforge.serving.http.listener import HttpListener
+from artforge.serving.http.listener import bind as bind_http
 from artforge.serving.image_api import ImageServicer
 from artforge.serving.image_requests import ImageRequests
 from artforge.serving.kserve import KServeServicer
@@ -148,7 +154,9 @@ class AsyncServer:
         self.options = options
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http_port: int | None = None
         self.metrics = Metrics()
+        self._http: HttpListener | None = None
         self._draining = False
         self._server: grpc.aio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -192,6 +200,10 @@ class AsyncServer:
         port = _bind_grpc(server, options.host, options.port, credentials)
         if options.metrics_port is not None:
             self.metrics_port = _bind_metrics(self.metrics, options.host, options.metrics_port)
+        if options.http_port is not None:
+            self._http = HttpListener(bind_http(options.host, options.http_port,
+                                                _address(options.host, options.http_port)),
+                                      options.tls_cert, options.tls_key)
 
         self._executor = ThreadPoolExecutor(options.workers or os.cpu_count() or 2,
                                             thread_name_prefix="artforge-worker")
@@ -211,6 +223,11 @@ class AsyncServer:
         reflection.enable_server_reflection(services, server, pool=reflection_pool())
         await server.start()
         self.port = port
+        if self._http is not None:
+            app = build_app(Services(kserve, images, Calls(self.manager, self.metrics), self.manager,
+                                     self._executor, options))
+            await self._http.start(app, options.grace_s, options.max_concurrent_rpcs)
+            self.http_port = self._http.port
         await self.health.set("", SERVING if self.manager.any_ready() else NOT_SERVING)
         self._log_started()
         return port
@@ -224,9 +241,11 @@ class AsyncServer:
             else:
                 models.append(f"{entry.name} (NOT READY: {entry.reason})")
         metrics = f"{_address(self.options.host, self.metrics_port)}" if self.metrics_port is not None else "off"
-        log.info("artforge serving %d model(s): %s | grpc %s%s | metrics %s", len(models),
-                 "; ".join(models) or "none", _address(self.options.host, self.port or 0),
-                 " (TLS)" if self.options.tls_cert else "", metrics)
+        http = f"{_address(self.options.host, self.http_port)}" if self.http_port is not None else "off"
+        tls = " (TLS)" if self.options.tls_cert else ""
+        log.info("artforge serving %d model(s): %s | grpc %s%s | metrics %s | http %s%s", len(models),
+                 "; ".join(models) or "none", _address(self.options.host, self.port or 0), tls, metrics,
+                 http, tls if self.http_port is not None else "")
 
     async def reload(self) -> None:
         """Reload every model (SIGHUP)."""
@@ -235,13 +254,18 @@ class AsyncServer:
         await self.manager.reload_all()
 
     async def stop(self, grace: float | None = None) -> None:
-        """Refuse new RPCs, give in-flight ones `grace` seconds (None: cancel them), release everything."""
+        """Refuse new requests on both front ends, give in-flight ones `grace` seconds (None: cancel them),
+        release everything."""
         self._draining = True
         await self.health.enter_graceful_shutdown()
         if self.manager is not None:
             self.manager.hurry()
+        stopping = []
         if self._server is not None:
-            await self._server.stop(grace)
+            stopping.append(self._server.stop(grace))
+        if self._http is not None:
+            stopping.append(self._http.stop(grace))
+        await asyncio.gather(*stopping)
         if self.manager is not None:
             await self.manager.close()
         self.metrics.stop_http()
@@ -253,7 +277,7 @@ class Server:
     """An AsyncServer on its own event-loop thread, for tests and apps that are not asyncio.
 
         server = Server(ServerOptions(repo=path, host="127.0.0.1", port=0, metrics_port=None))
-        port = server.start()
+        port = server.start()          # server.http_port: the HTTP port (options.http_port=None: off)
         ...
         server.stop(grace=1)
     """
@@ -271,6 +295,10 @@ class Server:
     @property
     def metrics_port(self) -> int | None:
         return self._core.metrics_port
+
+    @property
+    def http_port(self) -> int | None:
+        return self._core.http_port
 
     @property
     def metrics(self) -> Metrics:
