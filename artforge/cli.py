@@ -304,6 +304,8 @@ def build_parser(full: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="decode and encode threads, each (default: half the cores, 1 to 4)")
     p.add_argument("--force", action="store_true", help="redo every output, even those finished by an earlier run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write over existing files in OUT that artforge stylize did not write (never over an input)")
     p.add_argument("--report", type=Path, default=None,
                    help="JSON report to write (default: OUT/stylize-report.json when OUT is a folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
