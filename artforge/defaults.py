@@ -13,3 +13,7 @@ QUALITY = 90
 GENERATE_COUNT = 1
 #: environment variable holding the bearer token of a server (server and client side)
 TOKEN_ENV = "ARTFORGE_TOKEN"
+#: stylize images with more megapixels than this tile by tile (batch tool and server), in TILE-pixel tiles
+TILE_ABOVE_MP = 4.0
+#: the side of a stylizer tile: a style network's buffers for it fit comfortably in memory
+TILE = 1024

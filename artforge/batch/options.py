@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from artforge import defaults
+
 #: images per model call when they share a padded size
 DEFAULT_BATCH_SIZE = 4
 #: images with more megapixels than this (after --max-side) are tiled
-DEFAULT_TILE_ABOVE_MP = 4.0
+DEFAULT_TILE_ABOVE_MP = defaults.TILE_ABOVE_MP
 #: decoding limit of the batch tool: above any camera, below what would exhaust memory; the
 #: header is checked before a pixel is decoded (imageio), so absurd headers cost nothing
 BATCH_MAX_PIXELS = 100_000_000

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from artforge import defaults
 from artforge.errors import InvalidInputError
 from artforge.runtime import pipeline
 
-#: a style network's buffers for one tile of this side fit comfortably in memory
-DEFAULT_TILE = 1024
+DEFAULT_TILE = defaults.TILE
 #: rows finished per step when blending (bounds the temporaries)
 _ROWS = 64
 

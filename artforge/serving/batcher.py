@@ -11,7 +11,9 @@ Forming a batch (Triton's dynamic batcher rules, simplified):
 - Only requests with equal per-row shape and dtype merge: every request of
   a fixed-size model, stylizer requests of the same H and W. The oldest
   request picks the shape; others wait their turn.
-- A batch is sent when it reaches max_batch_size rows, when the queued
+- A batch holds at most max_batch_pixels image pixels (its memory grows
+  with them; one request larger than that still runs, alone).
+- A batch is sent when it reaches max_batch_size rows or max_batch_pixels, when the queued
   requests make up one of the preferred batch sizes, or when the oldest
   request has waited max_queue_delay. A delay of 0 sends what is queued at
   once, which still batches under load: while every instance is busy,
@@ -54,6 +56,8 @@ RunFn = Callable[[Feeds], Feeds]
 class _Request:
     feeds: Feeds
     rows: int
+    #: image pixels (rows x H x W of its NHWC inputs): what a batch's memory grows with
+    pixels: int
     #: requests merge only when their keys (names, dtypes, per-row shapes) are equal
     key: tuple
     future: asyncio.Future
@@ -63,6 +67,10 @@ class _Request:
 
 def _key(feeds: Feeds) -> tuple:
     return tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(feeds.items()))
+
+
+def _pixels(feeds: Feeds) -> int:
+    return sum(a.shape[0] * a.shape[1] * a.shape[2] for a in feeds.values() if a.ndim == 4)
 
 
 class Batcher:
@@ -98,7 +106,7 @@ class Batcher:
             raise QueueDeadlineError(f"the request's deadline passed before it reached model {self.name}")
         self.check_room()
         rows = next(iter(feeds.values())).shape[0]
-        request = _Request(feeds, rows, _key(feeds), loop.create_future(), deadline, now)
+        request = _Request(feeds, rows, _pixels(feeds), _key(feeds), loop.create_future(), deadline, now)
         self._queue.append(request)
         self._metrics.set_queue_depth(self.name, len(self._queue))
         self._wake.set()
@@ -166,15 +174,25 @@ class Batcher:
         """The batch to send now, or None to keep waiting (for more requests or the delay)."""
         settings = self.settings
         first = self._queue[0]
-        picked, rows, prefix_rows = [], 0, []
+        picked: list[_Request] = []
+        rows, pixels, prefix_rows = 0, 0, []
+        full = False
         for request in self._queue:
-            if request.key == first.key and rows + request.rows <= settings.max_batch_size:
-                picked.append(request)
-                rows += request.rows
-                prefix_rows.append(rows)
-                if rows == settings.max_batch_size:
-                    break
-        if rows == settings.max_batch_size or settings.max_queue_delay_s <= 0 or self._hurry:
+            if request.key != first.key:
+                continue
+            if rows + request.rows > settings.max_batch_size:
+                continue
+            if picked and pixels + request.pixels > settings.max_batch_pixels:
+                full = True  # a batch's memory grows with its pixels: large images go in smaller batches
+                continue
+            picked.append(request)
+            rows += request.rows
+            pixels += request.pixels
+            prefix_rows.append(rows)
+            if rows == settings.max_batch_size:
+                full = True
+                break
+        if full or settings.max_queue_delay_s <= 0 or self._hurry:
             return picked
         preferred = [i for i, total in enumerate(prefix_rows) if total in settings.preferred_batch_sizes]
         if preferred:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -23,10 +24,11 @@ from artforge import defaults
 from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
-from artforge.runtime import pipeline
-from artforge.runtime.imageio import encode_image, probe_image
+from artforge.runtime import pipeline, tiling
+from artforge.runtime.imageio import ImageInfo, encode_image, probe_image
 from artforge.runtime.models import Classifier, Generator, Model, Stylizer
 from artforge.runtime.pipeline import StylizeInput
+from artforge.serving import memory
 from artforge.serving.calls import Calls, deadline_of, ordered_stream
 from artforge.serving.model_manager import ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
@@ -35,6 +37,8 @@ from artforge.serving.tensors import datatype_of
 T = TypeVar("T")
 M = TypeVar("M", bound=Model)
 _FORMATS = ("png", "jpeg", "webp")
+#: EXIF orientations that swap width and height
+_TRANSPOSING = (5, 6, 7, 8)
 
 
 def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
@@ -47,6 +51,25 @@ def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
     if not 0 <= quality <= 100:
         raise InvalidInputError(f"quality must be from 1 to 100 (0 = {defaults.QUALITY}), got {quality}")
     return fmt, quality or defaults.QUALITY
+
+
+def _header_pixels(data: bytes, max_pixels: int) -> int:
+    """The pixels an image's header claims, at most max_pixels (larger images are refused at decode, with the
+    pixel limit's own message; bytes without a header are refused there too and cost 0 here)."""
+    info = probe_image(data)
+    return 0 if info is None else min(info.width * info.height, max_pixels)
+
+
+def _fitted(info: ImageInfo | None, max_side: int | None, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of the image after the max_side fit, from its header (pipeline.fit_max_side's rule);
+    (0, 0) when decoding will refuse it anyway."""
+    if info is None or info.width * info.height > max_pixels:
+        return 0, 0
+    height, width = (info.width, info.height) if info.orientation in _TRANSPOSING else (info.height, info.width)
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
@@ -104,10 +127,12 @@ class ImageServicer(api_grpc.ImageServiceServicer):
             model = self._model(served, Classifier, "Classify")
             deadline = deadline_of(context)
             served.batcher.check_room()
-            started = time.perf_counter_ns()
-            batch = await self._run(model.prepare, [request.image], "ClassifyRequest.image")
-            served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
-            probabilities = (await self._infer(served, batch, deadline))[0]
+            cost = memory.classify_cost(_header_pixels(request.image, self._options.max_image_pixels), model.input_size)
+            async with self._manager.memory.reserve(cost, deadline, "this Classify request"):
+                started = time.perf_counter_ns()
+                batch = await self._run(model.prepare, [request.image], "ClassifyRequest.image")
+                served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
+                probabilities = (await self._infer(served, batch, deadline))[0]
             labels = model.labels
             best = model.best(probabilities, request.top_k or defaults.TOP_K)
             return api.ClassifyResponse(
@@ -166,6 +191,31 @@ class ImageServicer(api_grpc.ImageServiceServicer):
         async for response in ordered_stream(request_iterator, handle):
             yield response
 
+    async def _stylize_tiled(self, served: ServingModel, model: Stylizer, prepared: StylizeInput,
+                             deadline: float | None) -> np.ndarray:
+        """The batch tool's tiling (runtime/tiling.py), each tile a request to the model's batcher.
+
+        The tiling loop blocks on each tile's result, so it runs in its own thread (the loop's default
+        executor), not in the worker pool that decodes other requests' images; a cancelled request stops it
+        at the next tile.
+        """
+        loop = asyncio.get_running_loop()
+        cancelled = threading.Event()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            if cancelled.is_set():
+                raise asyncio.CancelledError
+            return asyncio.run_coroutine_threadsafe(self._infer(served, batch, deadline), loop).result()
+
+        def tiled() -> np.ndarray:
+            return tiling.stylize_tiled(prepared.rgb, run, tile=self._options.tile,
+                                        multiple=model.size_multiple, min_size=model.min_size)
+        try:
+            return await loop.run_in_executor(None, tiled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
     @staticmethod
     def _stylizer_input(model: Stylizer, data: bytes, max_side: int | None) -> tuple[StylizeInput, np.ndarray]:
         prepared = model.prepare(data, max_side, "StylizeRequest.image")
@@ -183,17 +233,28 @@ class ImageServicer(api_grpc.ImageServiceServicer):
             model = self._model(served, Stylizer, "Stylize")
             deadline = deadline_of(context)
             served.batcher.check_room()
-            started = time.perf_counter_ns()
-            prepared, batch = await self._run(self._stylizer_input, model, request.image,
-                                              request.max_side or None)
-            served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
-            row = (await self._infer(served, batch, deadline))[0]
-            if not fmt:  # the input's own format when the server can write it
-                info = probe_image(request.image)
-                fmt = info.format if info is not None and info.format in _FORMATS else "png"
-            started = time.perf_counter_ns()
-            encoded = await self._run(self._stylizer_output, row, prepared, fmt, quality)
-            served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)
+            info = probe_image(request.image)
+            max_side = request.max_side or None
+            height, width = _fitted(info, max_side, self._options.max_image_pixels)
+            tiled = tiling.needs_tiling(height, width, None, self._options.tile_above_mp)
+            graph_pixels = self._options.tile ** 2 if tiled else height * width
+            decoded = _header_pixels(request.image, self._options.max_image_pixels)
+            cost = memory.stylize_cost(decoded, height * width, graph_pixels)
+            async with self._manager.memory.reserve(cost, deadline, "this Stylize request"):
+                started = time.perf_counter_ns()
+                if tiled:
+                    prepared = await self._run(model.prepare, request.image, max_side, "StylizeRequest.image")
+                    served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
+                    row = await self._stylize_tiled(served, model, prepared, deadline)
+                else:
+                    prepared, batch = await self._run(self._stylizer_input, model, request.image, max_side)
+                    served.stats.record_pre_post(input_ns=time.perf_counter_ns() - started)
+                    row = (await self._infer(served, batch, deadline))[0]
+                if not fmt:  # the input's own format when the server can write it
+                    fmt = info.format if info is not None and info.format in _FORMATS else "png"
+                started = time.perf_counter_ns()
+                encoded = await self._run(self._stylizer_output, row, prepared, fmt, quality)
+                served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)
             return api.StylizeResponse(model=served.name, model_version=str(served.version), image=encoded,
                                        format=fmt, width=prepared.width, height=prepared.height,
                                        request_id=request.request_id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -28,12 +28,14 @@ import numpy as np
 from google.protobuf import json_format
 
 import artforge
+from artforge import contract
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from artforge.proto.inference import model_config_pb2 as mc
 from artforge.runtime.backends import TensorSpec
 from artforge.runtime.models import Stylizer
+from artforge.serving import memory
 from artforge.serving.calls import Calls, deadline_of, ordered_stream
 from artforge.serving.model_manager import READY, ModelEntry, ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
@@ -70,6 +72,19 @@ def describe_inputs(served: ServingModel) -> str:
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=datatype_of(spec.dtype),
                                                    shape=_dims(spec))
+
+
+#: activations per image pixel of a request, by kind (memory.py)
+_BYTES_PER_PIXEL = {contract.CLASSIFIER: memory.CLASSIFIER_BYTES_PER_PIXEL,
+                    contract.GENERATOR: memory.GENERATOR_BYTES_PER_PIXEL,
+                    contract.STYLIZER: memory.STYLIZER_BYTES_PER_PIXEL}
+
+
+def _pixels(shape: Sequence[int]) -> int:
+    """Image pixels of a declared NHWC shape (rows x H x W; 0 for other ranks or nonsense dims)."""
+    if len(shape) != 4 or any(d < 0 for d in shape):
+        return 0
+    return shape[0] * shape[1] * shape[2]
 
 
 def _timeout_s(parameters: Mapping[str, pb.InferParameter]) -> float | None:
@@ -223,13 +238,18 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                                             "artforge models are stateless")
             deadline = deadline_of(context, _timeout_s(request.parameters))
             served.batcher.check_room()
-            started = time.perf_counter_ns()
-            feeds = await self._run(self._parse_inputs, request, served)
-            parsed = time.perf_counter_ns()
-            results = await served.infer(feeds, deadline)
-            inferred = time.perf_counter_ns()
-            response = await self._run(self._build_response, request, served, results)
-            served.stats.record_pre_post(parsed - started, time.perf_counter_ns() - inferred)
+            # Charged from the declared shapes, before a byte is parsed; shapes that disagree with the
+            # data are refused by the parser.
+            pixels = sum(_pixels(tensor.shape) for tensor in request.inputs)
+            cost = memory.tensor_cost(request.ByteSize(), pixels, _BYTES_PER_PIXEL[served.kind])
+            async with self._manager.memory.reserve(cost, deadline, "this ModelInfer request"):
+                started = time.perf_counter_ns()
+                feeds = await self._run(self._parse_inputs, request, served)
+                parsed = time.perf_counter_ns()
+                results = await served.infer(feeds, deadline)
+                inferred = time.perf_counter_ns()
+                response = await self._run(self._build_response, request, served, results)
+                served.stats.record_pre_post(parsed - started, time.perf_counter_ns() - inferred)
             return response
 
     def _parse_inputs(self, request: pb.ModelInferRequest, served: ServingModel) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ from artforge.proto.inference import model_config_pb2
 from artforge.runtime.models import Model
 from artforge.runtime.repository import Repository
 from artforge.serving.batcher import Batcher, Feeds
+from artforge.serving.memory import MemoryBudget, default_max_memory
 from artforge.serving.metrics import Metrics
 from artforge.serving.options import ServerOptions
 from artforge.serving.settings import ModelSettings, read_config, resolve_settings
@@ -93,6 +94,8 @@ class ModelManager:
         self._executor = executor
         self._on_change = on_change
         self._entries: dict[str, ModelEntry] = {}
+        #: the bytes requests in progress may hold, shared by every model and front end
+        self.memory = MemoryBudget(options.max_memory or default_max_memory())
         #: every model with a running batcher, current or retired
         self._alive: set[ServingModel] = set()
         self._stop_tasks: set[asyncio.Task] = set()

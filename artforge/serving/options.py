@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from artforge import defaults
 from artforge.runtime.imageio import DEFAULT_MAX_PIXELS
 
 #: largest gRPC message either way by default; a 4K PNG is ~25 MB
@@ -51,6 +52,11 @@ class ServerOptions:
     #: RPCs (a stream counts once) served at the same time before gRPC answers
     #: RESOURCE_EXHAUSTED; None = no limit beyond the per-model queues
     max_concurrent_rpcs: int | None = None
+    #: bytes all requests in progress may hold together (memory.py); None = half the machine's memory
+    max_memory: int | None = None
+    #: stylize images over this many megapixels tile by tile, in tile-pixel tiles (as the batch tool does)
+    tile_above_mp: float = defaults.TILE_ABOVE_MP
+    tile: int = defaults.TILE
 
     # Security
     tls_cert: Path | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from artforge import contract
+from artforge import contract, defaults
 from artforge.errors import ModelLoadError
 from artforge.proto.inference import model_config_pb2
 from artforge.runtime.models import Model
@@ -48,6 +48,8 @@ class ModelSettings:
     queue_size: int
     #: concurrent graph runs (threads calling the backend)
     instances: int
+    #: image pixels (rows x height x width) one merged batch may hold; a single request may exceed it alone
+    max_batch_pixels: int = int(defaults.TILE_ABOVE_MP * 1e6)
 
 
 def read_config(folder: Path) -> model_config_pb2.ModelConfig | None:
@@ -116,4 +118,5 @@ def resolve_settings(model: Model, config: model_config_pb2.ModelConfig | None,
     _positive(instances, f"{source}: instance count")
 
     return ModelSettings(max_batch_size=max_batch, preferred_batch_sizes=preferred, max_queue_delay_s=delay_s,
-                         queue_size=queue_size, instances=instances)
+                         queue_size=queue_size, instances=instances,
+                         max_batch_pixels=max(int(options.tile_above_mp * 1e6), 1))
