@@ -80,15 +80,18 @@ def run_stylize(executor: Executor, source: Path, output: Path, options: BatchOp
     with contextlib.ExitStack() as held:
         manifest = None
         if plan.single_file:
-            with output_errors(f"the output {plan.output}"):
+            with output_errors("the output", plan.output):
                 plan.output.parent.mkdir(parents=True, exist_ok=True)
         else:
-            with output_errors(f"to the output folder {plan.output}"):
+            with output_errors("to the output folder", plan.output):
                 held.enter_context(FolderLock(plan.output))
                 report.cleaned_temporaries = clean_stale_temporaries(plan.output, skip=plan.source)
                 manifest = Manifest.load(plan.output)
             if report.cleaned_temporaries:
                 note(f"deleted {report.cleaned_temporaries} temporary files left by an interrupted run")
+        if report_path is not None:  # before the work, not after it
+            with output_errors("the report", Path(report_path)):
+                Path(report_path).parent.mkdir(parents=True, exist_ok=True)
         work = _pending(plan, executor.models, pixel_options, options, report, manifest)
         refused = report.failed
         for tally in report.models.values():
@@ -97,7 +100,7 @@ def run_stylize(executor: Executor, source: Path, output: Path, options: BatchOp
         if manifest is not None:
             # The new identities and the claims first: nothing written below can pass for an older run's,
             # and every file written below is known to be this tool's, even after a kill -9.
-            with output_errors(f"to the output folder {plan.output}"):
+            with output_errors("to the output folder", plan.output):
                 manifest.save()
         todo = sum(len(item.targets) for item in work)
         finished: set[Path] = set(report.outputs)
@@ -136,7 +139,7 @@ def run_stylize(executor: Executor, source: Path, output: Path, options: BatchOp
                 manifest.drop_unwritten_claims()
                 manifest.save()
             if report_path is not None:
-                with output_errors(f"the report {report_path}"):
+                with output_errors("the report", Path(report_path)):
                     report.write(report_path)
     if report.interrupted:
         raise BatchInterrupted(report)

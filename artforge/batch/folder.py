@@ -22,13 +22,19 @@ class UnwritableOutputError(ArtforgeError):
 
 
 @contextlib.contextmanager
-def output_errors(what: str) -> Iterator[None]:
-    """Turn an OSError in the block into one sentence: `cannot write <what>: <reason>`."""
+def output_errors(what: str, path: Path) -> Iterator[None]:
+    """Turn an OSError in the block into one sentence: `cannot write <what> <path>: <reason>`."""
     try:
         yield
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in what else ""
-        raise UnwritableOutputError(f"cannot write {what}: {exc.strerror or exc}{where}") from None
+        blocking = next((p for p in Path(path).parents if p.is_file()), None)
+        if isinstance(exc, NotADirectoryError | FileExistsError) and blocking is not None:
+            reason = f"{blocking} is a file, not a folder"
+        else:
+            reason = exc.strerror or str(exc)
+            if exc.filename and Path(exc.filename) != Path(path):
+                reason += f" ({exc.filename})"
+        raise UnwritableOutputError(f"cannot write {what} {path}: {reason}") from None
 
 
 def clean_stale_temporaries(folder: Path, skip: Path | None = None) -> int:
