@@ -320,12 +320,15 @@ def test_files_the_tool_did_not_write_are_never_replaced_unless_asked(
         (src / name).write_bytes(encode(rgb))
     (out / "a.png").write_bytes(b"mine")
     args = ("stylize", str(src), str(out), "--model", "invert", "--format", "png", "--quiet", *where)
-    for extra in ((), ("--force",)):
+    for extra in ((), ("--force",)):  # b.png is made (then redone by --force); a.png is refused both times
         code, stdout, err = run(capsys, *args, *extra)
-        assert code == 1 and stdout.startswith("stylized 1, failed 1, skipped 0 non-images -> ")  # b.png; --force redoes it
+        assert code == 1 and stdout.startswith("stylized 1, failed 1, skipped 0 non-images -> ")
         assert "already exists and artforge stylize did not write it" in err and "--overwrite" in err
         assert (out / "a.png").read_bytes() == b"mine"
-    assert report(out)["failures"][0]["output"] == str(out / "a.png")
+    data = report(out)
+    assert data["failures"][0]["output"] == str(out / "a.png")
+    assert data["counts"] == {"planned": 2, "done": 1, "already_done": 0, "failed": 1, "not_done": 0,
+                              "skipped_non_images": 0}
 
     code, stdout, _ = run(capsys, *args, "--overwrite")
     assert code == 0 and stdout.startswith("stylized 1, failed 0, skipped 0 non-images, 1 already done")
@@ -389,8 +392,9 @@ def test_an_unwritable_output_is_one_sentence(where: tuple[str, ...], tmp_path: 
     refused(capsys, f"the output {notes} is an existing file", "stylize", str(src), str(notes), *args)
     refused(capsys, f"cannot write the output {notes / 'x.png'}: {notes} is a file, not a folder",
             "stylize", str(src / "a.png"), str(notes / "x.png"), *args)
-    refused(capsys, f"cannot write the report {notes / 'r.json'}: {notes} is a file, not a folder", "stylize", str(src), str(tmp_path / "out"),
-            *args, "--report", str(notes / "r.json"))
+    refused(capsys, f"cannot write the report {notes / 'r.json'}: {notes} is a file, not a folder",
+            "stylize", str(src), str(tmp_path / "out"), *args, "--report", str(notes / "r.json"))
+    assert not visible_files(tmp_path / "out")  # refused before the work
     assert notes.read_text() == "a file, not a folder"
 
 
