@@ -176,6 +176,6 @@ def _pending(plan: StylizePlan, models: Sequence[BatchModel], pixel_options: dic
         if todo:
             work.append(Work(source, todo, input_stamp))
     if manifest is not None:
-        for name, targets in claims.items():
-            manifest.claim(name, targets)
+        for name, claimed in claims.items():
+            manifest.claim(name, claimed)
     return work
