@@ -84,7 +84,8 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
-        """The folder's manifest; an empty one when there is none or it cannot be read (then all is redone)."""
+        """The folder's manifest; an empty one when there is none or it cannot be read (then all is redone,
+        and files already there are refused as not the tool's unless --overwrite)."""
         path = Path(folder) / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
@@ -94,7 +95,8 @@ class Manifest:
         except FileNotFoundError:
             return cls(folder)
         except (OSError, ValueError) as exc:
-            log.warning("ignoring the unreadable manifest %s (%s); every output is redone", path, exc)
+            log.warning("ignoring the unreadable manifest %s (%s): every output is redone, and those already "
+                        "there are no longer known as artforge's (--overwrite replaces them)", path, exc)
             return cls(folder)
         manifest = cls(folder, data)
         manifest._replay()
