@@ -50,5 +50,4 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(fmt=args.format, quality=args.quality, max_side=args.max_side, tile=args.tile,
                         tile_overlap=args.tile_overlap, tile_above=args.tile_above,
                         max_pixels=round(args.max_pixels * 1e6), batch_size=args.batch_size,
-                        workers=args.workers, force=bool(args.force),
-                        overwrite=bool(args.overwrite))
+                        workers=args.workers, force=bool(args.force), overwrite=bool(args.overwrite))
