@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -202,3 +204,214 @@ def test_stop_ends_a_library_run_as_ctrl_c_would(where: tuple[str, ...], repo_pa
         again = run_stylize(executor, src, out, BatchOptions(fmt="png"), progress=False)
         assert (again.done, again.already_done, again.not_done) == (3 - stopped.done, stopped.done, 0)
         assert len(again.outputs) == 3 and not again.interrupted
+
+
+# ------------------------------------------------------------------ no data loss
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under folder, hidden ones included, with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(capsys: pytest.CaptureFixture, says: str, *argv: str) -> None:
+    code, stdout, err = run(capsys, *argv)
+    assert code == 2 and stdout == "" and says in err, err
+    assert err.startswith("artforge: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_outputs_over_the_inputs_are_refused_before_anything_is_written(
+        where: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.png").write_bytes(encode(noise(8, 8)))
+    (src / "sub" / "b.png").write_bytes(encode(noise(8, 8, seed=1)))
+    (tmp_path / "link").symlink_to(src)
+    before = tree(src)
+    args = ("--model", "invert", "--format", "png", "--quiet", *where)
+    for out in (src, src / "sub" / "..", tmp_path / "link"):
+        refused(capsys, "is the input folder", "stylize", str(src), str(out), *args)
+    refused(capsys, "would be written over the input", "stylize", str(src / "a.png"), str(src / "a.png"), *args)
+    refused(capsys, "would be written over the input", "stylize", str(src / "a.png"), str(src), *args)
+    refused(capsys, "would be written over the input", "stylize", str(src), str(tmp_path / "out"), *args,
+            "--report", str(src / "sub" / "b.png"))
+    assert tree(src) == before and not (tmp_path / "out").exists()
+
+    # IN inside OUT: the mirrored tree must not reach into IN (over an input, or where a re-run would walk it).
+    outer = tmp_path / "outer"
+    photos = outer / "photos"
+    (photos / "photos").mkdir(parents=True)
+    (photos / "photos" / "c.png").write_bytes(encode(noise(8, 8, seed=2)))  # -> outer/photos/c.png
+    refused(capsys, "inside the input folder", "stylize", str(photos), str(outer), *args)
+    (photos / "c.png").write_bytes(encode(noise(8, 8, seed=3)))
+    refused(capsys, "would be written over the input", "stylize", str(photos), str(outer), *args)
+    assert sorted(tree(outer)) == ["photos/c.png", "photos/photos/c.png"]
+
+    # The exit code of the command itself.
+    command = [sys.executable, "-c", "import sys; from artforge.cli import main; sys.exit(main())",
+               "stylize", str(src), str(src), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "is the input folder" in done.stderr and "Traceback" not in done.stderr
+    assert tree(src) == before
+
+
+def test_output_folders_inside_the_input_are_never_walked(where: tuple[str, ...], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(encode(noise(8, 8)))
+    args = ("--model", "invert", "--format", "png", "--quiet", *where)
+    for _ in range(2):
+        code, stdout, _ = run(capsys, "stylize", str(src), str(src / "styled"), *args)
+        assert code == 0
+    assert "1 already done" in stdout
+    # Another run's output folder (it holds a manifest) is not walked either.
+    code, stdout, _ = run(capsys, "stylize", str(src), str(src / "again"), *args)
+    assert code == 0 and stdout.startswith("stylized 1, failed 0, skipped 0 non-images -> ")
+    assert [p.relative_to(src).as_posix() for p in visible_files(src)] == ["a.png", "again/a.png", "styled/a.png"]
+
+
+def test_input_inside_the_output_folder_is_left_alone(where: tuple[str, ...], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    outer = tmp_path / "outer"
+    photos = outer / "photos"
+    photos.mkdir(parents=True)
+    picture = noise(8, 8)
+    (photos / "x.png").write_bytes(encode(picture))
+    (photos / ".x.png.0123abcd.tmp").write_bytes(b"someone else's write in progress")
+    before = tree(photos)
+    args = ("stylize", str(photos), str(outer), "--model", "invert", "--format", "png", "--quiet", *where)
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and stdout.startswith("stylized 1,")
+    assert np.array_equal(decode((outer / "x.png").read_bytes()), 255 - picture)
+    assert tree(photos) == before and report(outer)["cleaned_temporaries"] == 0
+    assert run(capsys, *args)[1].startswith("stylized 0, failed 0, skipped 0 non-images, 1 already done")
+
+
+def test_inputs_that_want_one_output_name_get_three(where: tuple[str, ...], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """a.jpg, a.png and a.jpg.jpg: the old renaming gave two of them one output and flipped it run to run."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    inputs = {"a.jpg": ".jpg", "a.png": ".png", "a.jpg.jpg": ".jpg"}
+    for i, (name, ext) in enumerate(inputs.items()):
+        (src / name).write_bytes(encode(noise(16, 12, seed=i), ext))
+    args = ("stylize", str(src), str(out), "--model", "invert", "--format", "png", "--quiet", *where)
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and stdout.startswith("stylized 3, failed 0")
+    expected = {"a.jpg": "a.jpg~2.png", "a.png": "a.png.png", "a.jpg.jpg": "a.jpg.png"}
+    assert [p.name for p in visible_files(out)] == sorted(expected.values())
+    for name, output in expected.items():  # each output is its own input's, inverted
+        assert np.array_equal(decode((out / output).read_bytes()), 255 - decode((src / name).read_bytes()))
+    data = report(out)
+    assert data["counts"]["done"] == len(visible_files(out)) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in visible_files(out)}
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and stdout.startswith("stylized 0, failed 0, skipped 0 non-images, 3 already done")
+    assert {p: p.stat().st_mtime_ns for p in visible_files(out)} == stamps
+
+
+def test_files_the_tool_did_not_write_are_never_replaced_unless_asked(
+        where: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    pictures = {name: noise(8, 8, seed=i) for i, name in enumerate(("a.png", "b.png"))}
+    for name, rgb in pictures.items():
+        (src / name).write_bytes(encode(rgb))
+    (out / "a.png").write_bytes(b"mine")
+    args = ("stylize", str(src), str(out), "--model", "invert", "--format", "png", "--quiet", *where)
+    for extra in ((), ("--force",)):  # b.png is made (then redone by --force); a.png is refused both times
+        code, stdout, err = run(capsys, *args, *extra)
+        assert code == 1 and stdout.startswith("stylized 1, failed 1, skipped 0 non-images -> ")
+        assert "already exists and artforge stylize did not write it" in err and "--overwrite" in err
+        assert (out / "a.png").read_bytes() == b"mine"
+    data = report(out)
+    assert data["failures"][0]["output"] == str(out / "a.png")
+    assert data["counts"] == {"planned": 2, "done": 1, "already_done": 0, "failed": 1, "not_done": 0,
+                              "skipped_non_images": 0}
+
+    code, stdout, _ = run(capsys, *args, "--overwrite")
+    assert code == 0 and stdout.startswith("stylized 1, failed 0, skipped 0 non-images, 1 already done")
+    assert np.array_equal(decode((out / "a.png").read_bytes()), 255 - pictures["a.png"])
+    assert report(out)["options"]["overwrite"] is True
+    # Now it is the tool's own: redone when its input changes, without --overwrite.
+    (src / "a.png").write_bytes(encode(noise(8, 8, seed=9)))
+    code, stdout, _ = run(capsys, *args)
+    assert code == 0 and stdout.startswith("stylized 1, failed 0, skipped 0 non-images, 1 already done")
+    # An output the user replaced with their own content was still the tool's file: redone, as before.
+    (out / "b.png").write_bytes(b"edited")
+    assert run(capsys, *args)[0] == 0 and np.array_equal(decode((out / "b.png").read_bytes()), 255 - pictures["b.png"])
+
+    single = tmp_path / "single.png"
+    one = ("stylize", str(src / "b.png"), str(single), "--model", "invert", "--quiet", *where)
+    assert run(capsys, *one)[0] == 0
+    made = single.read_bytes()
+    code, _, err = run(capsys, *one)  # one file has no manifest to vouch for it
+    assert code == 1 and "--overwrite" in err and single.read_bytes() == made
+    assert run(capsys, *one, "--overwrite")[0] == 0
+
+
+def test_a_file_written_but_not_yet_recorded_is_still_the_tools_own(repo_path: Path, tmp_path: Path) -> None:
+    """Outputs are claimed in the manifest before they are written: a file a killed run wrote, but did not get
+    to record, is redone by the next run, not refused as someone else's."""
+    from artforge.batch.driver import BatchInterrupted, run_stylize
+    from artforge.batch.executor import Outcome, Work
+    from artforge.batch.local import LocalExecutor
+    from artforge.runtime import Repository
+
+    class ForgetsItsOutcomes(LocalExecutor):
+        """Writes every output, then dies before the driver hears of any."""
+
+        def run(self, work: Sequence[Work], options: BatchOptions, stop: threading.Event,
+                emit: Callable[[Outcome], None]) -> None:
+            super().run(work, options, stop, lambda outcome: None)
+            raise KeyboardInterrupt
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        (src / f"p{i}.png").write_bytes(encode(noise(8, 8, seed=i)))
+    model = Repository(repo_path).stylizer("invert", backend="onnxruntime")
+    with pytest.raises(BatchInterrupted):
+        run_stylize(ForgetsItsOutcomes([model]), src, out, BatchOptions(fmt="png"), progress=False)
+    assert len(visible_files(out)) == 3
+    again = run_stylize(LocalExecutor([model]), src, out, BatchOptions(fmt="png"), progress=False)
+    assert (again.done, again.failed, again.already_done) == (3, 0, 0)
+
+
+def test_an_unwritable_output_is_one_sentence(where: tuple[str, ...], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").write_bytes(encode(noise(8, 8)))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file, not a folder")
+    args = ("--model", "invert", "--format", "png", "--quiet", *where)
+    refused(capsys, f"cannot write to the output folder {notes / 'out'}: {notes} is a file, not a folder",
+            "stylize", str(src), str(notes / "out"), *args)
+    refused(capsys, f"the output {notes} is an existing file", "stylize", str(src), str(notes), *args)
+    refused(capsys, f"cannot write the output {notes / 'x.png'}: {notes} is a file, not a folder",
+            "stylize", str(src / "a.png"), str(notes / "x.png"), *args)
+    refused(capsys, f"cannot write the report {notes / 'r.json'}: {notes} is a file, not a folder",
+            "stylize", str(src), str(tmp_path / "out"), *args, "--report", str(notes / "r.json"))
+    assert not visible_files(tmp_path / "out")  # refused before the work
+    assert notes.read_text() == "a file, not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions; see the test above")
+def test_a_read_only_output_is_one_sentence(where: tuple[str, ...], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    src, locked, out = tmp_path / "in", tmp_path / "locked", tmp_path / "out"
+    src.mkdir()
+    (src / "a.png").write_bytes(encode(noise(8, 8)))
+    locked.mkdir(mode=0o555)
+    out.mkdir()
+    (out / ".artforge.lock").touch(mode=0o444)
+    args = ("--model", "invert", "--format", "png", "--quiet", *where)
+    try:
+        refused(capsys, f"cannot write to the output folder {locked / 'out'}: Permission denied",
+                "stylize", str(src), str(locked / "out"), *args)
+        refused(capsys, f"cannot write to the output folder {out}: Permission denied ({out / '.artforge.lock'})",
+                "stylize", str(src), str(out), *args)
+    finally:
+        locked.chmod(0o755)

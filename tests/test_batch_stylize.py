@@ -182,6 +182,23 @@ def test_output_folder_inside_input_is_not_walked(tmp_path, capsys):
     assert "1 already done" in stdout and visible_files(tmp_path / "styled") == [tmp_path / "styled" / "p.jpg"]
 
 
+def test_another_model_does_not_replace_a_models_outputs_unless_asked(tmp_path, capsys):
+    """The manifest says which model wrote each file: a second model into the same folder refuses to write
+    over the first one's outputs (they are not its own) until --overwrite, and then they are its own."""
+    cv2.imwrite(str(tmp_path / "p.png"), photo(40, 32))
+    src, out = tmp_path / "p.png", tmp_path / "styled"
+    assert run(capsys, "stylize", str(src), str(out), "--model", "mosaic", *LOCAL)[0] == 0
+    mosaic = (out / "p.jpg").read_bytes()
+    code, stdout, err = run(capsys, "stylize", str(src), str(out), "--model", "swirl", *LOCAL)
+    assert code == 1 and stdout.startswith("stylized 0, failed 1")
+    assert "did not write it with swirl" in err and (out / "p.jpg").read_bytes() == mosaic
+    code, stdout, _ = run(capsys, "stylize", str(src), str(out), "--model", "swirl", "--overwrite", *LOCAL)
+    assert code == 0 and stdout.startswith("stylized 1, failed 0") and (out / "p.jpg").read_bytes() != mosaic
+    assert run(capsys, "stylize", str(src), str(out), "--model", "swirl", *LOCAL)[1].startswith("stylized 0, failed 0")
+    code, _, err = run(capsys, "stylize", str(src), str(out), "--model", "mosaic", *LOCAL)
+    assert code == 1 and "did not write it with mosaic" in err  # swirl's file now
+
+
 # ------------------------------------------------------------------ resume
 
 def test_resume_skips_finished_and_redoes_what_changed(tmp_path, capsys):

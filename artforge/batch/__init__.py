@@ -1,8 +1,9 @@
 """Folder jobs (`artforge stylize IN OUT`): one driver over interchangeable executors.
 
-    plan.py      walk IN, name every output (StylizePlan, plan_stylize)
-    folder.py    the output folder's lock and the clean-up of a killed run's temporaries
-    manifest.py  what is finished, and made by what: resume (Manifest, stamp)
+    plan.py      walk IN, name every output, refuse outputs over inputs (StylizePlan, plan_stylize)
+    names.py     output names: unique, and the same whatever the walk order (output_names)
+    folder.py    the output folder's lock, the clean-up of a killed run's temporaries, UnwritableOutputError
+    manifest.py  what is finished, and made by what: resume, and which files are the tool's own (Manifest)
     report.py    counts, failures, timings; printed and written as JSON (BatchReport)
     options.py   BatchOptions
     executor.py  the seam: the Executor protocol and the Work / Outcome it trades in

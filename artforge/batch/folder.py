@@ -1,26 +1,54 @@
-"""The output folder of a run: a lock so that two runs never write it at once, and the clean-up of the
-temporaries a killed run left there.
+"""The output folder of a run: a lock so that two runs never write it at once, the clean-up of the
+temporaries a killed run left there, and one sentence (UnwritableOutputError) when it cannot be written.
 
 Plain Python (no OpenCV, no ONNX Runtime), so remote runs stay light.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from artforge.errors import ArtforgeError
 from artforge.files import is_temporary
 
 
-def clean_stale_temporaries(folder: Path) -> int:
+class UnwritableOutputError(ArtforgeError):
+    """The output folder (or file) cannot be created or written: a read-only folder, a file in its path."""
+
+    grpc_code = "FAILED_PRECONDITION"
+
+
+@contextlib.contextmanager
+def output_errors(what: str, path: Path) -> Iterator[None]:
+    """Turn an OSError in the block into one sentence: `cannot write <what> <path>: <reason>`."""
+    try:
+        yield
+    except OSError as exc:
+        blocking = next((p for p in Path(path).parents if p.is_file()), None)
+        if isinstance(exc, NotADirectoryError | FileExistsError) and blocking is not None:
+            reason = f"{blocking} is a file, not a folder"
+        else:
+            reason = exc.strerror or str(exc)
+            if exc.filename and Path(exc.filename) != Path(path):
+                reason += f" ({exc.filename})"
+        raise UnwritableOutputError(f"cannot write {what} {path}: {reason}") from None
+
+
+def clean_stale_temporaries(folder: Path, skip: Path | None = None) -> int:
     """Delete the hidden temporaries that atomic writes leave when a process is killed mid-write
-    (anywhere under folder); returns how many. Only names of that exact pattern are touched."""
+    (anywhere under folder but in `skip`, the input folder when it lies inside); returns how many.
+    Only names of that exact pattern are touched."""
     removed = 0
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    for root, _, names in os.walk(folder):
+    skip = None if skip is None else Path(skip).resolve()
+    for root, folders, names in os.walk(folder):
+        if skip is not None:
+            folders[:] = [d for d in folders if Path(root, d).resolve() != skip]
         for name in names:
             if is_temporary(name):
                 Path(root, name).unlink(missing_ok=True)

@@ -17,6 +17,13 @@ nothing the kernel already has), so a run killed with -9 is resumed from its
 last finished output, not its last save; loading applies the journal (a
 torn last line is ignored), saving folds it in and deletes it.
 
+The manifest is also how the tool knows which files in OUT are its own: a
+file there is written over only when this model recorded it or claimed it
+(the driver claims every output it is about to write and saves the
+manifest before the first write, so a file written just before a kill -9
+is still known; claims of files that were never written are dropped at the
+end of a run). Anything else that exists is not the tool's to replace.
+
 Plain Python; the driver (batch/driver.py) keeps it for every executor.
 Only one thread (the run's main thread) touches a Manifest.
 """
@@ -65,7 +72,11 @@ class Manifest:
         self.folder = Path(folder)
         self.path = self.folder / MANIFEST_NAME
         self.journal_path = self.folder / JOURNAL_NAME
-        self.models: dict[str, dict[str, Any]] = dict((data or {}).get("models", {}))
+        self.models: dict[str, dict[str, Any]] = {}
+        for name, entry in (data or {}).get("models", {}).items():
+            # claimed: outputs this model may have written that are not (or no longer) finished records
+            self.models[name] = {**entry, "outputs": dict(entry.get("outputs", {})),
+                                 "claimed": set(entry.get("claimed", []))}
         self._journal: Any = None
         self._dirty = False
         self._saved_at = time.monotonic()
@@ -73,16 +84,19 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
-        """The folder's manifest; an empty one when there is none or it cannot be read (then all is redone)."""
+        """The folder's manifest; an empty one when there is none or it cannot be read (then all is redone,
+        and files already there are refused as not the tool's unless --overwrite)."""
         path = Path(folder) / MANIFEST_NAME
         try:
             data = json.loads(path.read_text())
-            if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), dict):
+            if (not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), dict)
+                    or not all(isinstance(entry, dict) for entry in data["models"].values())):
                 raise ValueError("unknown layout")
         except FileNotFoundError:
             return cls(folder)
         except (OSError, ValueError) as exc:
-            log.warning("ignoring the unreadable manifest %s (%s); every output is redone", path, exc)
+            log.warning("ignoring the unreadable manifest %s (%s): every output is redone, and those already "
+                        "there are no longer known as artforge's (--overwrite replaces them)", path, exc)
             return cls(folder)
         manifest = cls(folder, data)
         manifest._replay()
@@ -97,16 +111,26 @@ class Manifest:
         for line in lines:
             try:
                 entry = json.loads(line)
-                self.models[entry["model"]]["outputs"][entry["output"]] = entry["record"]
+                self._put(entry["model"], entry["output"], entry["record"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by the kill: that output is simply redone
             self._dirty = True
+
+    def _put(self, model: str, key: str, record: dict[str, Any]) -> None:
+        """One finished output of `model`; the file is no other model's any more."""
+        for name, entry in self.models.items():
+            if name != model:
+                entry["outputs"].pop(key, None)
+                entry["claimed"].discard(key)
+        self.models[model]["outputs"][key] = record
+        self.models[model]["claimed"].discard(key)
 
     def begin(self, model: str, identity: dict[str, Any], options: dict[str, Any], force: bool = False) -> str | None:
         """Start recording `model` under this identity and these options.
 
         Returns why its earlier outputs are all redone (one sentence), or None
-        when they still count (or there were none).
+        when they still count (or there were none). Outputs that are redone
+        stay claimed: they are still this model's files to write over.
         """
         old = self.models.get(model)
         reason = None
@@ -120,8 +144,10 @@ class Manifest:
                 changed = ", ".join(_differences(old.get("options", {}), options))
                 reason = f"{model}: options changed since the earlier outputs ({changed}); redoing them"
         keep = old is not None and reason is None and not force
-        self.models[model] = {"identity": identity, "options": options,
-                              "outputs": old.get("outputs", {}) if keep else {}}  # type: ignore[union-attr]
+        outputs = (old or {}).get("outputs", {})
+        claimed = set((old or {}).get("claimed", set())) | (set() if keep else set(outputs))
+        self.models[model] = {"identity": identity, "options": options, "outputs": outputs if keep else {},
+                              "claimed": claimed}
         self._dirty = True
         return reason
 
@@ -138,12 +164,31 @@ class Manifest:
             return False
         return record.get("input_stamp") == input_stamp and record.get("output_stamp") == stamp(output)
 
+    def owns(self, model: str, output: Path) -> bool:
+        """True when `output` is this model's own file (recorded or claimed), which a run may write over."""
+        entry = self.models.get(model, {})
+        key = self._key(output)
+        return key in entry.get("outputs", {}) or key in entry.get("claimed", set())
+
+    def claim(self, model: str, outputs: list[Path]) -> None:
+        """Note outputs `model` is about to write (begun first); save before writing them."""
+        self.models[model]["claimed"].update(self._key(output) for output in outputs)
+        self._dirty = True
+
+    def drop_unwritten_claims(self) -> None:
+        """Forget claims of files that do not exist (never written, or deleted): nothing there to vouch for."""
+        for entry in self.models.values():
+            missing = {key for key in entry["claimed"] if not (self.folder / key).exists()}
+            if missing:
+                entry["claimed"] -= missing
+                self._dirty = True
+
     def record(self, model: str, output: Path, source: Path, input_stamp: list[int] | None,
                output_stamp: list[int] | None) -> None:
         """Remember a finished output (input_stamp taken before the input was read)."""
         key = self._key(output)
         record = {"input": str(source), "input_stamp": input_stamp, "output_stamp": output_stamp}
-        self.models[model]["outputs"][key] = record
+        self._put(model, key, record)
         self._dirty = True
         if self._journal is None:
             self._journal = self.journal_path.open("a", encoding="utf-8")
@@ -154,7 +199,8 @@ class Manifest:
         if not self._dirty:
             return
         started = time.monotonic()
-        write_json_atomic(self.path, {"format": FORMAT, "tool": "artforge stylize", "models": self.models})
+        models = {name: {**entry, "claimed": sorted(entry["claimed"])} for name, entry in self.models.items()}
+        write_json_atomic(self.path, {"format": FORMAT, "tool": "artforge stylize", "models": models})
         # Folded into the manifest now; a kill between the two steps only replays records already there.
         if self._journal is not None:
             self._journal.close()

@@ -41,6 +41,8 @@ class BatchOptions:
     workers: int | None = None
     #: redo every output, finished or not
     force: bool = False
+    #: write over existing files in OUT that this tool did not write with the model (never over an input)
+    overwrite: bool = False
 
 
 def options_from_args(args: argparse.Namespace) -> BatchOptions:
@@ -48,4 +50,4 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(fmt=args.format, quality=args.quality, max_side=args.max_side, tile=args.tile,
                         tile_overlap=args.tile_overlap, tile_above=args.tile_above,
                         max_pixels=round(args.max_pixels * 1e6), batch_size=args.batch_size,
-                        workers=args.workers, force=bool(args.force))
+                        workers=args.workers, force=bool(args.force), overwrite=bool(args.overwrite))
