@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -83,7 +84,8 @@ def test_prometheus_endpoint(server) -> None:
                  "artforge_queue_duration_seconds", "artforge_batch_size", "artforge_inference_duration_seconds",
                  "artforge_queue_depth", "artforge_model_ready"):
         assert f"\n{name}" in text, name
-    assert 'artforge_request_failures_total{code="INVALID_ARGUMENT",method="Classify",model="colours"} 1.0' in text
+    assert ('artforge_request_failures_total{code="INVALID_ARGUMENT",method="Classify",model="colours",'
+            'protocol="grpc"} 1.0') in text
     assert 'artforge_model_ready{model="broken"} 0.0' in text
     assert 'artforge_model_ready{model="colours"} 1.0' in text
 
@@ -200,13 +202,13 @@ def test_taken_port_is_one_sentence_before_any_model_loads(repo_path: Path, whic
 # ------------------------------------------------------------------ graceful shutdown
 
 
-def _wait_for_ports(process: subprocess.Popen, lines: list[str]) -> tuple[int, int]:
-    """(gRPC port, metrics port) from the server's start line."""
+def _wait_for_ports(process: subprocess.Popen, lines: list[str]) -> tuple[int, int, int]:
+    """(gRPC port, metrics port, HTTP port) from the server's start line."""
     while line := process.stderr.readline():
         lines.append(line)
         if "artforge serving" in line:
-            grpc_port, metrics_port = re.search(r"\| grpc \S+:(\d+) \| metrics \S+:(\d+)", line).groups()
-            return int(grpc_port), int(metrics_port)
+            ports = re.search(r"\| grpc \S+:(\d+) \| metrics \S+:(\d+) \| http \S+:(\d+)", line).groups()
+            return int(ports[0]), int(ports[1]), int(ports[2])
     raise AssertionError("the server did not start:\n" + "".join(lines))
 
 
@@ -237,7 +239,7 @@ def test_sighup_reloads_then_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     try:
-        port, metrics_port = _wait_for_ports(process, lines)
+        port, metrics_port, http_port = _wait_for_ports(process, lines)
         reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
         reader.start()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -247,12 +249,19 @@ def test_sighup_reloads_then_sigterm_drains_and_exits_0(tmp_path: Path) -> None:
             process.send_signal(signal.SIGHUP)
             _wait_until_ready(ch, "late")
             future = stub.Classify.future(api.ClassifyRequest(model="slow", image=RED_PNG), timeout=20)
+            over_http: list[bytes] = []
+            http_call = threading.Thread(target=lambda: over_http.append(urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/models/slow/classify", data=RED_PNG),
+                timeout=20).read()))
+            http_call.start()
             deadline = time.monotonic() + 20
-            while _metric(metrics_port, 'artforge_queue_depth{model="slow"}') != "1.0":  # in flight
+            while _metric(metrics_port, 'artforge_queue_depth{model="slow"}') != "2.0":  # both in flight
                 assert time.monotonic() < deadline and not future.done()
                 time.sleep(0.02)
             process.send_signal(signal.SIGTERM)
             assert future.result().labels[0].label == "red"
+            http_call.join(20)
+            assert json.loads(over_http[0])["labels"][0]["label"] == "red"  # HTTP drains too
         assert process.wait(timeout=30) == 0
         reader.join(timeout=5)
         assert any("shutting down" in line for line in lines), "".join(lines)

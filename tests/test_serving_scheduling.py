@@ -135,7 +135,8 @@ def test_full_queue_is_refused_at_once(server, ch) -> None:
         assert probabilities(future.result()).argmax() == 0
     stub.ModelInfer(infer_request("narrow"), timeout=10)  # room again
     failures = server.metrics.registry.get_sample_value(
-        "artforge_request_failures_total", {"model": "narrow", "method": "ModelInfer", "code": "RESOURCE_EXHAUSTED"})
+        "artforge_request_failures_total", {"model": "narrow", "method": "ModelInfer", "code": "RESOURCE_EXHAUSTED",
+                                            "protocol": "grpc"})
     assert failures == 1
 
 
@@ -156,7 +157,7 @@ def test_expired_deadline_is_dropped_before_inference(server, ch) -> None:
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert server.metrics.registry.get_sample_value(
         "artforge_request_failures_total",
-        {"model": "narrow", "method": "ModelInfer", "code": "DEADLINE_EXCEEDED"}) == 1
+        {"model": "narrow", "method": "ModelInfer", "code": "DEADLINE_EXCEEDED", "protocol": "grpc"}) == 1
 
 
 def wait_for(condition, what: str, seconds: float = 10) -> None:
@@ -173,7 +174,8 @@ def test_cancelled_call_frees_its_place(server, ch) -> None:
     wait_for(lambda: registry.get_sample_value("artforge_queue_depth", {"model": "lonely"}) == 1, "the queued call")
     doomed.cancel()
     wait_for(lambda: registry.get_sample_value("artforge_request_failures_total", {
-        "model": "lonely", "method": "ModelInfer", "code": "CANCELLED"}) == 1, "the server to see the cancel")
+        "model": "lonely", "method": "ModelInfer", "code": "CANCELLED", "protocol": "grpc"}) == 1,
+        "the server to see the cancel")
     # The queue holds 2: the cancelled request must no longer count.
     futures = [stub.ModelInfer.future(infer_request("lonely"), timeout=10) for _ in range(2)]
     for future in futures:

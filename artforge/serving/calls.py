@@ -39,14 +39,17 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class Calls:
-    def __init__(self, manager: ModelManager, metrics: Metrics) -> None:
+    """Status mapping and accounting of one front end's requests (`protocol` labels its metrics)."""
+
+    def __init__(self, manager: ModelManager, metrics: Metrics, protocol: str = "grpc") -> None:
         self._manager = manager
         self._metrics = metrics
+        self._protocol = protocol
 
     def _record(self, method: str, model: str, code: grpc.StatusCode, started: float, per_model: bool) -> None:
         elapsed = time.perf_counter() - started
         label = self._manager.label(model)
-        self._metrics.observe_request(label, method, code, elapsed)
+        self._metrics.observe_request(label, method, code, elapsed, self._protocol)
         if per_model and label:
             try:
                 served = self._manager.resolve(label)

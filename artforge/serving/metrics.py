@@ -1,19 +1,36 @@
-"""Prometheus metrics, served over HTTP on their own port by prometheus_client.
+"""Prometheus metrics, served over HTTP on their own port, at /metrics only.
 
 Each Server gets its own CollectorRegistry, so several servers in one
 process (tests, an app embedding two) never clash over metric names.
 The `model` label only ever holds names of the repository's models (a
 client asking for an unknown name is counted under ""), which keeps label
-cardinality bounded by the repository, not by what clients send.
+cardinality bounded by the repository, not by what clients send; requests
+carry a `protocol` label (grpc or http) beside their method.
+
+Beside artforge's own metrics, Triton's per-model counters
+(`nv_inference_request_success`, `nv_inference_queue_duration_us`, ...) are
+read from each model's KServe statistics at scrape time, so dashboards
+built for Triton work unchanged.
+
+Only /metrics answers (other paths are 404): prometheus_client's own
+server answers the metrics on every path, so an HTTP readiness probe aimed
+at the metrics port by mistake would always have said "ready".
 """
 
 from __future__ import annotations
 
+import socket
 import threading
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.metrics_core import Metric
+
+from artforge.serving.statistics import ModelStats
 
 # Latencies from sub-millisecond (tiny models) to tens of seconds (big stylizations).
 _SECONDS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
@@ -25,8 +42,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        labels = ("model", "method")
-        self.requests = Counter("artforge_requests", "RPCs (and stream items) handled", labels,
+        labels = ("model", "method", "protocol")
+        self.requests = Counter("artforge_requests", "Requests (and stream items) handled", labels,
                                 registry=self.registry)
         self.failures = Counter("artforge_request_failures", "Requests that ended with an error, by gRPC code",
                                 (*labels, "code"), registry=self.registry)
@@ -45,11 +62,16 @@ class Metrics:
         self._http: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    def observe_request(self, model: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.requests.labels(model, method).inc()
-        self.latency.labels(model, method).observe(seconds)
+    def observe_request(self, model: str, method: str, code: grpc.StatusCode, seconds: float,
+                        protocol: str = "grpc") -> None:
+        self.requests.labels(model, method, protocol).inc()
+        self.latency.labels(model, method, protocol).observe(seconds)
         if code is not grpc.StatusCode.OK:
-            self.failures.labels(model, method, code.name).inc()
+            self.failures.labels(model, method, protocol, code.name).inc()
+
+    def track_models(self, models: Callable[[], Iterable[ModelStats]]) -> None:
+        """Offer Triton's per-model metric names, read from `models()` (the loaded models' statistics)."""
+        self.registry.register(_TritonMetrics(models))
 
     def observe_batch(self, model: str, size: int, infer_s: float, queue_s: list[float]) -> None:
         self.batch_size.labels(model).observe(size)
@@ -74,11 +96,78 @@ class Metrics:
 
     def start_http(self, host: str, port: int) -> int:
         """Serve /metrics in a daemon thread; returns the bound port (port 0 picks one)."""
-        self._http, self._thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._http.server_port
+        family, _, _, _, address = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+
+        class Server(_MetricsHTTPServer):
+            address_family = family
+
+        httpd = make_server(str(address[0]), port, _metrics_path_only(make_wsgi_app(self.registry)), Server,
+                            handler_class=_QuietHandler)
+        self._http = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="artforge-metrics", daemon=True)
+        self._thread.start()
+        return httpd.server_port
 
     def stop_http(self) -> None:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is no news
+
+
+class _MetricsHTTPServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _metrics_path_only(app: Callable) -> Callable:
+    """The WSGI app at /metrics; 404 on every other path."""
+
+    def only(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "") not in ("/metrics", "/metrics/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: Prometheus metrics are at /metrics\n"]
+        return app(environ, start_response)
+
+    return only
+
+
+#: Triton's per-model metrics: (name, help, value of a model's statistics)
+_TRITON: tuple[tuple[str, str, Callable[[ModelStats], float]], ...] = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes",
+     lambda s: s.success.count),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", lambda s: s.fail.count),
+    ("nv_inference_count", "Number of inferences performed (a batch of n counts n)", lambda s: s.inference_count),
+    ("nv_inference_exec_count", "Number of model executions performed (batches)", lambda s: s.execution_count),
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds",
+     lambda s: (s.success.ns + s.fail.ns) // 1000),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds",
+     lambda s: s.queue.ns // 1000),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds",
+     lambda s: s.compute_input.ns // 1000),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds",
+     lambda s: s.compute_infer.ns // 1000),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds",
+     lambda s: s.compute_output.ns // 1000),
+)
+
+
+class _TritonMetrics:
+    """A collector giving Triton's metric names at scrape time (untyped: prometheus_client would add `_total`
+    to a counter's name, and dashboards ask for Triton's exact names)."""
+
+    def __init__(self, models: Callable[[], Iterable[ModelStats]]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        stats = list(self._models())
+        for name, text, value in _TRITON:
+            metric = Metric(name, text, "unknown")
+            for s in stats:
+                metric.add_sample(name, {"model": s.name, "version": str(s.version)}, value(s))
+            yield metric

@@ -208,6 +208,8 @@ class AsyncServer:
         self._executor = ThreadPoolExecutor(options.workers or os.cpu_count() or 2,
                                             thread_name_prefix="artforge-worker")
         self.manager = ModelManager(repo, options, self.metrics, self._executor, on_change=self._health_changed)
+        manager = self.manager
+        self.metrics.track_models(lambda: [e.served.stats for e in manager.entries() if e.served is not None])
         await self.manager.load_all()
 
         calls = Calls(self.manager, self.metrics)
@@ -224,7 +226,7 @@ class AsyncServer:
         await server.start()
         self.port = port
         if self._http is not None:
-            app = build_app(Services(kserve, images, Calls(self.manager, self.metrics), self.manager,
+            app = build_app(Services(kserve, images, Calls(self.manager, self.metrics, "http"), self.manager,
                                      self._executor, options))
             await self._http.start(app, options.grace_s, options.max_concurrent_rpcs)
             self.http_port = self._http.port

@@ -1,0 +1,68 @@
+"""Operations of the HTTP front end: the metrics port's one path, protocol labels, Triton's metric names, flags."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from serving_support import encode, solid
+
+from artforge.cli import build_parser
+from artforge.cli.serve import server_options
+
+GREEN = encode(solid((0, 255, 0)))
+
+
+@pytest.fixture(scope="module")
+def server_overrides() -> dict[str, object]:
+    return {"http_port": 0, "metrics_port": 0}
+
+
+def get(url: str, body: bytes | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_metrics_only_at_metrics_and_labelled_by_protocol(server, image_api) -> None:
+    from artforge.proto.artforge.v1 import image_service_pb2 as api
+
+    base = f"http://127.0.0.1:{server.http_port}"
+    assert get(f"{base}/v1/models/colours/classify", GREEN)[0] == 200
+    assert get(f"{base}/v1/models/colours/classify", b"junk")[0] == 400
+    image_api.Classify(api.ClassifyRequest(model="colours", image=GREEN), timeout=10)
+    metrics = f"http://127.0.0.1:{server.metrics_port}"
+    for path in ("/", "/v2/health/ready", "/anything", "/metricsx"):
+        status, text = get(metrics + path)
+        assert status == 404 and "/metrics" in text, path
+    status, text = get(metrics + "/metrics")
+    assert status == 200
+    assert 'artforge_requests_total{method="Classify",model="colours",protocol="http"} 2.0' in text
+    assert 'artforge_requests_total{method="Classify",model="colours",protocol="grpc"} 1.0' in text
+    assert ('artforge_request_failures_total{code="INVALID_ARGUMENT",method="Classify",model="colours",'
+            'protocol="http"} 1.0') in text
+    # Triton's names, from the same statistics as KServe's ModelStatistics (three requests, one failed).
+    assert 'nv_inference_request_success{model="colours",version="2"} 2.0' in text
+    assert 'nv_inference_request_failure{model="colours",version="2"} 1.0' in text
+    assert 'nv_inference_count{model="colours",version="2"} 2.0' in text
+    for name in ("nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                 "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                 "nv_inference_compute_output_duration_us"):
+        assert f'\n{name}{{model="colours",version="2"}}' in text, name
+
+
+def test_ready_probe_on_the_http_port(server) -> None:
+    status, text = get(f"http://127.0.0.1:{server.http_port}/v2/health/ready")
+    assert status == 200 and json.loads(text) == {"ready": True}
+
+
+def test_http_flags(tmp_path: Path) -> None:
+    parser = build_parser()
+    assert server_options(parser.parse_args(["serve", "--repo", str(tmp_path)])).http_port == 8000
+    assert server_options(parser.parse_args(["serve", "--repo", str(tmp_path), "--http-port", "0"])).http_port == 0
+    assert server_options(parser.parse_args(["serve", "--repo", str(tmp_path), "--no-http"])).http_port is None
