@@ -11,17 +11,19 @@ import hmac
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import artforge
 from artforge.serving.calls import Calls
+from artforge.serving.http import schemas
 from artforge.serving.http.errors import HttpError, http_error
 from artforge.serving.image_requests import ImageRequests
 from artforge.serving.kserve_requests import KServeRequests
@@ -101,6 +103,21 @@ def build_app(services: Services) -> FastAPI:
     app.include_router(kserve_routes.router(services), dependencies=secured)
     app.include_router(image_routes.router(services), dependencies=secured)
     app.include_router(web.router())
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, plus the schemas of the bodies the routes read by hand (infer, load/unload)."""
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description,
+                                   routes=app.routes)
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (schemas.InferenceRequest, schemas.RepositoryRequest):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(HttpError)
     async def on_http_error(request: Request, error: HttpError) -> JSONResponse:

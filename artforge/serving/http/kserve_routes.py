@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -240,28 +240,32 @@ def router(services: Services) -> APIRouter:
     kserve = services.kserve
     api = APIRouter(tags=["KServe v2"], responses=_ERRORS)
 
-    async def model_ready(name: str, version: str = "") -> Response:
-        ok = kserve.model_ready(name, version)
-        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
-
     async def server_metadata() -> schemas.ServerMetadataResponse:
         return schemas.ServerMetadataResponse(**_json(kserve.server_metadata()))
 
-    async def model_metadata(name: str, version: str = "") -> dict[str, Any]:
+    async def model_ready(request: Request, name: str, version: str) -> Response:
+        # Not ready is 400, as Triton answers (tritonclient reads any non-200 as false); a name the
+        # repository does not have is 404.
+        ok = kserve.model_ready(name, version)
+        status = 200 if ok else 400 if services.manager.label(name) else 404
+        return JSONResponse({"name": name, "ready": ok}, status_code=status)
+
+    async def model_metadata(request: Request, name: str, version: str) -> dict[str, Any]:
         return await services.answer("ModelMetadata", name, lambda: _async(_json(kserve.model_metadata(name, version))),
                                      per_model=False)
 
-    async def model_config(name: str, version: str = "") -> dict[str, Any]:
+    async def model_config(request: Request, name: str, version: str) -> dict[str, Any]:
         return await services.answer("ModelConfig", name, lambda: _async(_json(kserve.model_config(name, version))),
                                      per_model=False)
 
-    async def statistics(name: str = "", version: str = "") -> dict[str, Any]:
+    async def statistics(request: Request, name: str, version: str) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
             return {"model_stats": [_json(s) for s in kserve.statistics(name, version)]}
         return await services.answer("ModelStatistics", name, work, per_model=False)
 
-    async def infer(request: Request, name: str, version: str = "") -> Response:
+    async def infer(request: Request, name: str, version: str) -> Response:
         async def work() -> Response:
+            services.manager.resolve(name, version)  # an unknown model is refused before its body is read
             body = await read_body(request, services.options.max_message_bytes)
             text, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
             if len(text) > _PARSE_INLINE_BYTES:
@@ -275,28 +279,38 @@ def router(services: Services) -> APIRouter:
 
     infer_doc: dict[str, Any] = {
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": schemas.InferenceRequest.model_json_schema(
-                ref_template="#/components/schemas/{model}")},
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}, "description": (
                 "The JSON inference request followed by binary tensor data; the header "
                 f"{HEADER_LENGTH} gives the JSON's length")}}}}
     infer_responses: dict[int | str, dict[str, Any]] = {200: {"model": schemas.InferenceResponse, "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+    ready_responses: dict[int | str, dict[str, Any]] = {
+        400: {"model": schemas.ModelReadyResponse, "description": "Not ready"},
+        404: {"model": schemas.ModelReadyResponse, "description": "No such model"}}
+
+    async def every_statistics() -> dict[str, Any]:
+        async def work() -> dict[str, Any]:
+            return {"model_stats": [_json(s) for s in kserve.statistics()]}
+        return await services.answer("ModelStatistics", "", work, per_model=False)
 
     # Before /v2/models/{name}, which would take "stats" for a model name.
-    api.add_api_route("/v2/models/stats", statistics, methods=["GET"], summary="Every model's statistics",
+    api.add_api_route("/v2/models/stats", every_statistics, methods=["GET"], summary="Every model's statistics",
                       response_model=dict[str, Any])
-    for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        api.add_api_route(base + "/ready", model_ready, methods=["GET"], summary="Model ready",
-                          response_model=schemas.ModelReadyResponse)
-        api.add_api_route(base, model_metadata, methods=["GET"], summary="Model metadata",
-                          response_model=schemas.ModelMetadataResponse)
-        api.add_api_route(base + "/config", model_config, methods=["GET"], summary="Model configuration "
-                          "(Triton's model configuration extension)", response_model=dict[str, Any])
-        api.add_api_route(base + "/stats", statistics, methods=["GET"], summary="Model statistics "
-                          "(Triton's statistics extension)", response_model=dict[str, Any])
-        api.add_api_route(base + "/infer", infer, methods=["POST"], summary="Inference",
-                          openapi_extra=infer_doc, responses=infer_responses, response_model=None)
+    for handler, suffix, method, options in (
+            (model_ready, "/ready", "GET", {"summary": "Model ready", "response_model": schemas.ModelReadyResponse,
+                                             "responses": ready_responses}),
+            (model_metadata, "", "GET", {"summary": "Model metadata",
+                                         "response_model": schemas.ModelMetadataResponse}),
+            (model_config, "/config", "GET", {"summary": "Model configuration (Triton's model configuration "
+                                              "extension)", "response_model": dict[str, Any]}),
+            (statistics, "/stats", "GET", {"summary": "Model statistics (Triton's statistics extension)",
+                                           "response_model": dict[str, Any]}),
+            (infer, "/infer", "POST", {"summary": "Inference", "openapi_extra": infer_doc,
+                                       "responses": infer_responses, "response_model": None})):
+        api.add_api_route("/v2/models/{name}" + suffix, _latest(handler), methods=[method], **options)
+        api.add_api_route("/v2/models/{name}/versions/{version}" + suffix, _versioned(handler), methods=[method],
+                          **options)
     api.add_api_route("/v2", server_metadata, methods=["GET"], summary="Server metadata",
                       response_model=schemas.ServerMetadataResponse)
     api.add_api_route("/v2/", server_metadata, methods=["GET"], include_in_schema=False)
@@ -313,27 +327,40 @@ def router(services: Services) -> APIRouter:
 
     @api.post("/v2/repository/models/{name}/load", summary="Load or reload a model",
               openapi_extra={"requestBody": {"content": {"application/json": {
-                  "schema": schemas.RepositoryRequest.model_json_schema()}}}})
+                  "schema": {"$ref": "#/components/schemas/RepositoryRequest"}}}}})
     async def load(name: str, request: Request) -> Response:
         async def work() -> Response:
             body = await _optional_json(request, services)
             await kserve.load(name, _parameters(body.get("parameters"), "the load request"))
-            return Response(status_code=200)
+            return JSONResponse({})
         return await services.answer("RepositoryModelLoad", name, work, per_model=False)
 
     @api.post("/v2/repository/models/{name}/unload", summary="Unload a model",
               openapi_extra={"requestBody": {"content": {"application/json": {
-                  "schema": schemas.RepositoryRequest.model_json_schema()}}}})
+                  "schema": {"$ref": "#/components/schemas/RepositoryRequest"}}}}})
     async def unload(name: str, request: Request) -> Response:
         async def work() -> Response:
             body = await _optional_json(request, services)
             # Triton's `unload_dependents` has nothing to act on: artforge models have no dependents.
             _parameters(body.get("parameters"), "the unload request")
             await kserve.unload(name)
-            return Response(status_code=200)
+            return JSONResponse({})
         return await services.answer("RepositoryModelUnload", name, work, per_model=False)
 
     return api
+
+
+def _latest(handler: Callable[[Request, str, str], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The route without a version in its path: the server's version (the latest loaded)."""
+    async def route(request: Request, name: str) -> Any:
+        return await handler(request, name, "")
+    return route
+
+
+def _versioned(handler: Callable[[Request, str, str], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def route(request: Request, name: str, version: str) -> Any:
+        return await handler(request, name, version)
+    return route
 
 
 async def _async(value: Any) -> Any:
