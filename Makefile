@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint zoo bench clean
+.PHONY: demo test lint zoo bench clean browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,16 @@ $(VENV)/.full: $(VENV)/bin/python setup.py constraints.txt
 demo: $(VENV)/.runtime
 	$(VENV)/bin/artforge demo --out out/demo
 
+# The web page's test drives a real headless Chromium: Debian's chromium and
+# chromium-driver, installed here when missing (as root; otherwise it says how).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
+	else echo "make test: the web page test needs Debian's chromium and chromium-driver and is skipped" \
+	     "without them; install them with: sudo apt-get install -y chromium chromium-driver"; fi
+
 # Lint and types first (seconds), then the suite.
-test: $(VENV)/.full
+test: $(VENV)/.full browser
 	$(VENV)/bin/ruff check artforge tests benchmarks
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
