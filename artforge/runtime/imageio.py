@@ -166,7 +166,8 @@ def _jpeg(data: _Buffer) -> ImageInfo | None:
     sampling = [(min(max(body[7 + 3 * c] >> 4, 1), 4), min(max(body[7 + 3 * c] & 15, 1), 4))
                 for c in range(components)]
     if _count(_JPEG_SOS, data, _JPEG_MAX_SCANS) > _JPEG_MAX_SCANS:
-        raise _Refused(f"has more than {_JPEG_MAX_SCANS} scans, over artforge's limit")
+        raise _Refused(f"is a JPEG of more than {_JPEG_MAX_SCANS} scans, each a pass over the whole image; "
+                       f"artforge decodes at most {_JPEG_MAX_SCANS}")
     # No scan header in sight (a truncated file, scan_components 0) counts as several scans.
     multi_scan = marker in _JPEG_PROGRESSIVE or scan_components < components
     coefficients = 0
@@ -282,7 +283,7 @@ def _webp(data: _Buffer) -> ImageInfo | None:
 # pixels, and libtiff's strip tables (16 bytes a strip) are bounded by
 # requiring the offsets tag to list them all.
 _TIFF_TYPES = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG
-_TIFF_TAGS = {256, 257, 258, 259, 262, 273, 277, 278, 284, 322, 323, 324}
+_TIFF_TAGS = {256, 257, 258, 259, 262, 273, 274, 277, 278, 284, 322, 323, 324}
 
 
 def _tiff_values(data: _Buffer, order: str, kind: int, count: int, value: bytes) -> tuple[int, ...]:
@@ -348,12 +349,18 @@ def _tiff(data: _Buffer) -> ImageInfo | None:
         sample_bytes = 1 if depth <= 8 else 2 if depth <= 16 else 4 if depth <= 32 else 8
         channels = samples if depth > 16 else 3 if photometric == 3 else 1 if gray else samples
     decoded = width * height * channels * sample_bytes
+    # Per tile pixel: 8-bit output goes through libtiff's decoded tile and
+    # OpenCV's RGBA tile; deeper output is decoded straight into OpenCV's tile
+    # buffer (unpacked again from 10-14 bits). A JPEG-compressed tile may be
+    # progressive, with its coefficient buffers.
+    stored = samples * -(-bits // 8)
+    tile = 4 + stored if sample_bytes == 1 else stored + (2 * samples if bits < 16 and sample_bytes == 2 else 0)
+    if one(259, 1) in (6, 7):
+        tile += 2 * samples
     tile_pixels = tile_width * tile_height
-    stored = tile_pixels * samples * max(sample_bytes, -(-bits // 8))
-    # OpenCV's RGBA or raw tile buffer and its unpacked copy, libtiff's decoded
-    # tile and a JPEG-compressed tile's coefficients, the transpose libtiff's
-    # orientation may need, strip tables, raw data.
-    codec = (4 * tile_pixels + 2 * stored + 2 * samples * tile_pixels + decoded + 16 * (tiles + height)
+    # Plus the transpose OpenCV makes for orientations 5-8, libtiff's strip
+    # tables, and its buffer of one strip's raw data.
+    codec = (tile * tile_pixels + (decoded if one(274, 1) >= 5 else 0) + 16 * (tiles + height)
              + len(data) + _MiB)
     return ImageInfo("tiff", width, height, channels=channels, sample_bytes=sample_bytes, codec_bytes=codec,
                      codec_pixels=max(width * height, tile_pixels))
@@ -453,7 +460,7 @@ def _read_header(data: bytes | bytearray | memoryview | np.ndarray, source: str)
                                 f"(accepted formats: {SUPPORTED_FORMATS})")
     what = next((what for pattern, what in _REFUSED_SIGNATURES if pattern.match(view)), None)
     if what is not None:
-        raise InvalidInputError(f"{source} is a {what} image, which artforge does not decode "
+        raise InvalidInputError(f"{source} is in {what} format, which artforge does not decode "
                                 f"(accepted formats: {SUPPORTED_FORMATS})")
     raise InvalidInputError(f"{source} is not an image in an accepted format ({SUPPORTED_FORMATS})")
 
@@ -471,7 +478,8 @@ def decode_cost_bytes(info: ImageInfo, *, short_side: int | None = None, long_si
     pixels = -(-info.width // reduce) * -(-info.height // reduce)
     decoded = pixels * info.channels * info.sample_bytes
     rgb = pixels * max(info.channels, 3)
-    return max(decoded + info.codec_bytes, decoded + rgb, 2 * rgb)
+    # 4 MiB for what does not grow with the image (OpenCV's and the codecs' own state).
+    return max(decoded + info.codec_bytes, decoded + rgb, 2 * rgb) + 4 * _MiB
 
 
 # -- decoding -----------------------------------------------------------------
@@ -498,13 +506,17 @@ def _check_pixels(width: int, height: int, max_pixels: int | None, source: str) 
 def _check_size(info: ImageInfo, reduce: int, max_pixels: int | None, source: str) -> None:
     """The pixel limit, charged for the decoded size and for what the codec buffers at full size."""
     _check_pixels(-(-info.width // reduce), -(-info.height // reduce), max_pixels, source)
-    if max_pixels is not None and info.codec_pixels > max_pixels:
-        why = ("a progressive or multi-scan JPEG is buffered at full size whatever the decode scale"
-               if info.format == "jpeg" else f"its {_FORMAT_NAMES[info.format]} tiles or strips are that large")
+    if max_pixels is None or info.codec_pixels <= max_pixels:
+        return
+    limit = f"over the limit of {max_pixels / 1e6:.1f} megapixels"
+    if info.codec_pixels == info.width * info.height:
         raise ResourceExhaustedError(
-            f"{source} ({info.width}x{info.height}) needs decoder buffers for {info.codec_pixels / 1e6:.1f} "
-            f"megapixels ({why}), over the limit of {max_pixels / 1e6:.1f} megapixels; downscale it or "
-            f"raise max_pixels")
+            f"{source} is {info.width}x{info.height} ({info.codec_pixels / 1e6:.1f} megapixels), {limit} (a "
+            f"progressive or multi-scan JPEG is buffered at full size even when decoded at reduced scale); "
+            f"downscale it or raise max_pixels")
+    raise ResourceExhaustedError(
+        f"{source} is {info.width}x{info.height} but its {_FORMAT_NAMES[info.format]} tiles or strips hold "
+        f"{info.codec_pixels / 1e6:.1f} megapixels, {limit}; store it in smaller tiles or raise max_pixels")
 
 
 def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
