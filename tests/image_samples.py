@@ -76,6 +76,15 @@ def bmp_top_down(rgb: np.ndarray) -> bytes:
             + struct.pack("<IiiHHIIiiII", 40, width, -height, 1, 24, 0, len(pixels), 0, 0, 0, 0) + pixels)
 
 
+def jpeg_header(marker: int, components: int, scan_components: int, side: int = 30_000, precision: int = 8) -> bytes:
+    """SOI, a frame header and the first scan header of a JPEG, without any image data."""
+    frame = struct.pack(">BHHB", precision, side, side, components) + b"".join(
+        bytes([c + 1, 0x11, 0]) for c in range(components))
+    scan = bytes([scan_components]) + b"".join(bytes([c + 1, 0]) for c in range(scan_components)) + b"\x00\x3f\x00"
+    return (b"\xff\xd8\xff" + bytes([marker]) + struct.pack(">H", 2 + len(frame)) + frame
+            + b"\xff\xda" + struct.pack(">H", 2 + len(scan)) + scan + b"\xff\xd9")
+
+
 _TIFF_CODES = {1: "B", 3: "H", 4: "I"}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from image_samples import encode_cv, encode_pil, pattern, png_chunk, png_ihdr, tiff_file, variants
+from image_samples import encode_cv, encode_pil, jpeg_header, pattern, png_chunk, png_ihdr, tiff_file, variants
 from PIL import Image, ImageOps
 
 from artforge.batch.plan import IMAGE_SUFFIXES
@@ -203,15 +203,6 @@ def test_tiff_tiles_larger_than_the_image_are_charged_like_pixels() -> None:
         decode_image(data, max_pixels=4096 * 4096 - 1)
     with pytest.raises(InvalidInputError, match="malformed TIFF"):  # fewer strip offsets than strips
         decode_image(tiff_file(pattern(16, 16), rows_per_strip=16, tags=({278: (4, [1])},)))
-
-
-def jpeg_header(marker: int, components: int, scan_components: int, side: int = 30_000, precision: int = 8) -> bytes:
-    """SOI, a frame header and the first scan header of a JPEG, without any image data."""
-    frame = struct.pack(">BHHB", precision, side, side, components) + b"".join(
-        bytes([c + 1, 0x11, 0]) for c in range(components))
-    scan = bytes([scan_components]) + b"".join(bytes([c + 1, 0]) for c in range(scan_components)) + b"\x00\x3f\x00"
-    return (b"\xff\xd8\xff" + bytes([marker]) + struct.pack(">H", 2 + len(frame)) + frame
-            + b"\xff\xda" + struct.pack(">H", 2 + len(scan)) + scan + b"\xff\xd9")
 
 
 @pytest.mark.parametrize(("marker", "scan_components"), [(0xC2, 3), (0xCA, 3), (0xC0, 1), (0xC1, 2)])

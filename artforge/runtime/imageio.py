@@ -478,8 +478,10 @@ def decode_cost_bytes(info: ImageInfo, *, short_side: int | None = None, long_si
     pixels = -(-info.width // reduce) * -(-info.height // reduce)
     decoded = pixels * info.channels * info.sample_bytes
     rgb = pixels * max(info.channels, 3)
-    # 4 MiB for what does not grow with the image (OpenCV's and the codecs' own state).
-    return max(decoded + info.codec_bytes, decoded + rgb, 2 * rgb) + 4 * _MiB
+    # cv2.imdecode holds the decoded image twice (decoder's Mat, returned
+    # array) after the codec has let go of its buffers; 4 MiB is for what does
+    # not grow with the image (OpenCV's and the codecs' own state).
+    return max(decoded + info.codec_bytes, 2 * decoded, decoded + rgb, 2 * rgb) + 4 * _MiB
 
 
 # -- decoding -----------------------------------------------------------------
