@@ -108,12 +108,13 @@ def _count(pattern: re.Pattern[bytes], data: _Buffer, limit: int) -> int:
 # = comps_in_scan < num_components || progressive_mode; jdcoefct.c allocates
 # one virtual array per component, width_in_blocks x height_in_blocks of the
 # *unscaled* image, 128 bytes a block), and that buffer is allocated even at
-# 1/8 scale: the 703-byte progressive JPEG claiming 30000x30000 costs 2.6 GB
-# (libjpeg-turbo issue #560 and its report "Two Issues with the JPEG
+# 1/8 scale: a 703-byte progressive JPEG claiming 30000x30000 costs 2.6 GB
+# decoded for Classify (libjpeg-turbo issue #560 and its report "Two Issues with the JPEG
 # Standard", LJT-01-004). Such files are charged at full size. Each
 # progressive scan is also a pass over that whole buffer, so a small file of
 # thousands of scans costs minutes (LJT-01-003, libjpeg-turbo #284): more than
-# _JPEG_MAX_SCANS is refused, as libtiff and DALI do. Only frames reasoned
+# _JPEG_MAX_SCANS are refused, libtiff's default for a JPEG inside a TIFF
+# (LIBTIFF_JPEG_MAX_ALLOWED_SCAN_NUMBER). Only frames reasoned
 # about here are accepted: 8-bit sequential and progressive, Huffman or
 # arithmetic; lossless (SOF3/11) and hierarchical (SOF5-7, 13-15) frames,
 # which OpenCV's 8-bit reader cannot return anyway, are refused.
@@ -189,7 +190,8 @@ def _jpeg(data: _Buffer) -> ImageInfo | None:
 # user_chunk_malloc_max) and keeps up to 1000 of them, so a 400 KB PNG of
 # compressed text costs 400 MB: more than _PNG_MAX_COMPRESSED are refused.
 _PNG_DEPTHS = {0: {1, 2, 4, 8, 16}, 2: {8, 16}, 3: {1, 2, 4, 8}, 4: {8, 16}, 6: {8, 16}}
-_PNG_COMPRESSED = re.compile(rb"zTXt|iTXt|iCCP")  # counts any occurrence, so never fewer than the chunks
+# Any occurrence counts, so never fewer than the chunks; literals, because a regex alternation scans 15x slower.
+_PNG_COMPRESSED = tuple(re.compile(kind) for kind in (b"zTXt", b"iTXt", b"iCCP"))
 _PNG_MAX_COMPRESSED = 8
 _PNG_INFLATED_CHUNK = 8_000_000
 
@@ -220,7 +222,8 @@ def _png(data: _Buffer) -> ImageInfo | None:
         i += 12 + length
     else:
         raise _Refused(f"has more than {_MAX_CHUNKS} PNG chunks")
-    if (compressed := _count(_PNG_COMPRESSED, data, _PNG_MAX_COMPRESSED)) > _PNG_MAX_COMPRESSED:
+    compressed = sum(_count(kind, data, _PNG_MAX_COMPRESSED) for kind in _PNG_COMPRESSED)
+    if compressed > _PNG_MAX_COMPRESSED:
         raise _Refused(f"has more than {_PNG_MAX_COMPRESSED} compressed PNG text or profile chunks, "
                        "each of which libpng may inflate to 8 MB")
     channels = 4 if color in (4, 6) or (color in (2, 3) and transparent) else 1 if color == 0 else 3
@@ -471,8 +474,10 @@ def decode_cost_bytes(info: ImageInfo, *, short_side: int | None = None, long_si
     The decoded array, the codec's working memory beside it (ImageInfo), then
     the 8-bit, oriented and RGB(A) copies decode_image makes, two at a time.
     Pass the same size hints as to decode_image (they shrink a JPEG decode).
-    At most about 60 bytes per pixel (a tiled 64-bit RGBA TIFF); 9-13 for
-    8-bit JPEG, PNG, WebP, GIF and BMP (see docs/serving.md).
+    Per decoded pixel: 6-16 bytes for stills in JPEG, PNG, WebP, GIF and BMP,
+    up to 32 for animations and 24-32 for 8- and 16-bit TIFF, 104 for a
+    64-bit float RGBA TIFF; plus 5 MiB and, for PNG and TIFF, the encoded
+    size (the table is in docs/serving.md).
     """
     reduce = _reduction(info, short_side, long_side)
     pixels = -(-info.width // reduce) * -(-info.height // reduce)
