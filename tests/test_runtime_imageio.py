@@ -201,7 +201,7 @@ def test_tiff_tiles_larger_than_the_image_are_charged_like_pixels() -> None:
     assert probe_image(data).codec_pixels == 4096 * 4096
     with pytest.raises(ResourceExhaustedError, match="16x16 but its TIFF tiles or strips hold 16.8 megapixels"):
         decode_image(data, max_pixels=4096 * 4096 - 1)
-    with pytest.raises(InvalidInputError, match="malformed TIFF"):  # fewer strip offsets than strips
+    with pytest.raises(InvalidInputError, match="TIFF header is truncated or malformed"):  # too few strip offsets
         decode_image(tiff_file(pattern(16, 16), rows_per_strip=16, tags=({278: (4, [1])},)))
 
 
@@ -268,8 +268,8 @@ def refused_samples() -> dict[str, bytes]:
 def test_formats_opencv_would_sniff_are_refused_by_name_before_decoding(name: str) -> None:
     data = refused_samples()[name]
     assert probe_image(data) is None
-    with pytest.raises(InvalidInputError, match=f"is in {name} format, which artforge does not decode "
-                                                f"\\(accepted formats: JPEG, PNG, WebP, BMP, GIF, TIFF\\)"):
+    with pytest.raises(InvalidInputError, match=f"image bytes could not be decoded: {name} is not an accepted image "
+                                                f"format \\(JPEG, PNG, WebP, BMP, GIF, TIFF\\)"):
         decode_image(data, max_pixels=None)
 
 
@@ -284,7 +284,7 @@ def test_png_chunks_must_fit_in_the_data() -> None:
     # OpenCV sizes a vector by a chunk's declared length before reading it.
     lie = png_ihdr(1, 1) + png_chunk(b"tEXt", b"a\x00b", length=0x7FF0_0000)
     assert probe_image(lie) is None
-    with pytest.raises(InvalidInputError, match="truncated or malformed PNG header"):
+    with pytest.raises(InvalidInputError, match="its PNG header is truncated or malformed"):
         decode_image(lie)
 
 

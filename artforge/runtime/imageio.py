@@ -455,17 +455,15 @@ def _read_header(data: bytes | bytearray | memoryview | np.ndarray, source: str)
     try:
         name, info = _parse(view)
     except _Refused as refused:
-        raise InvalidInputError(f"{source} {refused}") from None
+        raise InvalidInputError(f"{source} could not be decoded: it {refused}") from None
     if info is not None:
         return info
     if name is not None:
-        raise InvalidInputError(f"{source} has a truncated or malformed {name} header "
+        raise InvalidInputError(f"{source} could not be decoded: its {name} header is truncated or malformed "
                                 f"(accepted formats: {SUPPORTED_FORMATS})")
-    what = next((what for pattern, what in _REFUSED_SIGNATURES if pattern.match(view)), None)
-    if what is not None:
-        raise InvalidInputError(f"{source} is in {what} format, which artforge does not decode "
-                                f"(accepted formats: {SUPPORTED_FORMATS})")
-    raise InvalidInputError(f"{source} is not an image in an accepted format ({SUPPORTED_FORMATS})")
+    what = next((what for pattern, what in _REFUSED_SIGNATURES if pattern.match(view)), "it")
+    raise InvalidInputError(f"{source} could not be decoded: {what} is not an accepted image format "
+                            f"({SUPPORTED_FORMATS})")
 
 
 def decode_cost_bytes(info: ImageInfo, *, short_side: int | None = None, long_side: int | None = None) -> int:
