@@ -182,6 +182,15 @@ def test_every_variant_of_the_accepted_formats_reports_its_size_and_decodes(name
     assert decode_image(VARIANTS[name]).shape[:2] == ((53, 37) if info.orientation >= 5 else (37, 53))
 
 
+@pytest.mark.parametrize(("fmt", "options"), [("GIF", {}), ("WEBP", {"lossless": True}), ("PNG", {})])
+def test_animations_decode_their_first_frame_only(fmt: str, options: dict) -> None:
+    red, blue = np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    data = encode_pil(red, fmt, frames=(blue, blue), **options)
+    assert probe_image(data).codec_bytes > 2 * 20 * 30 * 4  # the canvases OpenCV keeps for an animation
+    np.testing.assert_array_equal(decode_image(data)[..., :3], red)
+
+
 def test_tiff_byte_orders_strips_and_tiles_decode_exactly() -> None:
     rgb = pattern(37, 53)
     for data in (tiff_file(rgb), tiff_file(rgb, order=">", rows_per_strip=5), tiff_file(rgb, tile=(32, 32))):
