@@ -25,7 +25,7 @@ from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKind
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
 from artforge.runtime import pipeline, tiling
-from artforge.runtime.imageio import ImageInfo, encode_image, probe_image
+from artforge.runtime.imageio import ImageInfo, decode_cost_bytes, encode_image, probe_image
 from artforge.runtime.models import Classifier, Generator, Model, Stylizer
 from artforge.runtime.pipeline import StylizeInput
 from artforge.serving import memory
@@ -53,11 +53,14 @@ def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
     return fmt, quality or defaults.QUALITY
 
 
-def _header_pixels(data: bytes, max_pixels: int) -> int:
-    """The pixels an image's header claims, at most max_pixels (larger images are refused at decode, with the
-    pixel limit's own message; bytes without a header are refused there too and cost 0 here)."""
-    info = probe_image(data)
-    return 0 if info is None else min(info.width * info.height, max_pixels)
+def _decode_bytes(info: ImageInfo | None, max_pixels: int, short_side: int | None = None,
+                  long_side: int | None = None) -> int:
+    """The peak bytes decoding this image takes (imageio.decode_cost_bytes, with the same size hints). Images
+    the decoder refuses (no readable header, over max_pixels) cost nothing here: they are refused at decode
+    with the decoder's own message, before a pixel is allocated."""
+    if info is None or info.width * info.height > max_pixels:
+        return 0
+    return decode_cost_bytes(info, short_side=short_side, long_side=long_side)
 
 
 def _fitted(info: ImageInfo | None, max_side: int | None, max_pixels: int) -> tuple[int, int]:
@@ -127,7 +130,8 @@ class ImageServicer(api_grpc.ImageServiceServicer):
             model = self._model(served, Classifier, "Classify")
             deadline = deadline_of(context)
             served.batcher.check_room()
-            cost = memory.classify_cost(_header_pixels(request.image, self._options.max_image_pixels), model.input_size)
+            decode = _decode_bytes(probe_image(request.image), self._options.max_image_pixels, model.input_size)
+            cost = memory.classify_cost(decode, model.input_size)
             async with self._manager.memory.reserve(cost, deadline, "this Classify request"):
                 started = time.perf_counter_ns()
                 batch = await self._run(model.prepare, [request.image], "ClassifyRequest.image")
@@ -238,8 +242,8 @@ class ImageServicer(api_grpc.ImageServiceServicer):
             height, width = _fitted(info, max_side, self._options.max_image_pixels)
             tiled = tiling.needs_tiling(height, width, None, self._options.tile_above_mp)
             graph_pixels = self._options.tile ** 2 if tiled else height * width
-            decoded = _header_pixels(request.image, self._options.max_image_pixels)
-            cost = memory.stylize_cost(decoded, height * width, graph_pixels)
+            decode = _decode_bytes(info, self._options.max_image_pixels, long_side=max_side)
+            cost = memory.stylize_cost(decode, height * width, graph_pixels)
             async with self._manager.memory.reserve(cost, deadline, "this Stylize request"):
                 started = time.perf_counter_ns()
                 if tiled:
