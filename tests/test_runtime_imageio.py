@@ -11,33 +11,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from image_samples import encode_cv, encode_pil, jpeg_header, pattern, png_chunk, png_ihdr, tiff_file, variants
 from PIL import Image, ImageOps
 
+from artforge.batch.plan import IMAGE_SUFFIXES
 from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
 from artforge.runtime import decode_image, encode_image, load_image, probe_image, read_image, write_image
-
-
-def pattern(height: int = 6, width: int = 10, channels: int = 3, seed: int = 0) -> np.ndarray:
-    """Random pixels: any flip, rotation or channel swap changes them."""
-    return np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
-
-
-def encode_cv(rgb: np.ndarray, ext: str, params: tuple[int, ...] = ()) -> bytes:
-    code = cv2.COLOR_RGBA2BGRA if rgb.ndim == 3 and rgb.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    bgr = cv2.cvtColor(rgb, code) if rgb.ndim == 3 else rgb
-    ok, data = cv2.imencode(ext, bgr, list(params))
-    assert ok
-    return data.tobytes()
-
-
-def encode_pil(rgb: np.ndarray, fmt: str, orientation: int | None = None, **options) -> bytes:
-    buffer = io.BytesIO()
-    if orientation is not None:
-        exif = Image.Exif()
-        exif[0x0112] = orientation
-        options["exif"] = exif.tobytes()
-    Image.fromarray(rgb).save(buffer, fmt, **options)
-    return buffer.getvalue()
+from artforge.runtime.imageio import ACCEPTED_FORMATS, decode_cost_bytes
 
 
 def pil_upright(data: bytes) -> np.ndarray:
@@ -143,14 +123,8 @@ def test_truncated_bytes_are_invalid_input(ext: str) -> None:
             decode_image(data[:cut])
 
 
-def _png_header(width: int, height: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
-
-
 HUGE_HEADERS = {
-    "png": _png_header(100_000, 100_000),
+    "png": png_ihdr(100_000, 100_000),
     "jpeg": b"\xff\xd8" + b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, 60_000, 60_000, 3) + bytes(9) + b"\xff\xd9",
     "gif": b"GIF89a" + struct.pack("<HH", 65_535, 65_535) + bytes(8),
     "webp": b"RIFF" + struct.pack("<I", 30) + b"WEBPVP8X" + struct.pack("<I", 10) + bytes(4)
@@ -194,6 +168,160 @@ def test_probe_reports_size_of_each_format() -> None:
         assert (info.format, info.width, info.height) == (name.split("-")[0], 13, 9), name
     assert probe_image(samples["webp-extended"]).orientation == 3
     assert probe_image(b"nonsense") is None
+
+
+# -- accepted formats: every variant's header gives its size --------------------------
+
+VARIANTS = variants(37, 53)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_variant_of_the_accepted_formats_reports_its_size_and_decodes(name: str) -> None:
+    info = probe_image(VARIANTS[name])
+    assert info is not None and (info.format, info.width, info.height) == (name.split("-")[0], 53, 37)
+    assert decode_image(VARIANTS[name]).shape[:2] == ((53, 37) if info.orientation >= 5 else (37, 53))
+
+
+@pytest.mark.parametrize(("fmt", "options"), [("GIF", {}), ("WEBP", {"lossless": True}), ("PNG", {})])
+def test_animations_decode_their_first_frame_only(fmt: str, options: dict) -> None:
+    red, blue = np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    data = encode_pil(red, fmt, frames=(blue, blue), **options)
+    assert probe_image(data).codec_bytes > 2 * 20 * 30 * 4  # the canvases OpenCV keeps for an animation
+    np.testing.assert_array_equal(decode_image(data)[..., :3], red)
+
+
+def test_tiff_byte_orders_strips_and_tiles_decode_exactly() -> None:
+    rgb = pattern(37, 53)
+    for data in (tiff_file(rgb), tiff_file(rgb, order=">", rows_per_strip=5), tiff_file(rgb, tile=(32, 32))):
+        np.testing.assert_array_equal(decode_image(data), rgb)
+
+
+def test_only_the_first_tiff_page_is_read_and_charged() -> None:
+    first, second = pattern(8, 12), pattern(8, 12, seed=1)
+    huge = {256: (4, [60_000]), 257: (4, [60_000]), 278: (4, [0xFFFFFFFF])}
+    np.testing.assert_array_equal(decode_image(tiff_file(first, second, tags=({}, huge))), first)
+    with pytest.raises(ResourceExhaustedError, match="60000x60000"):
+        decode_image(tiff_file(first, second, tags=(huge, {})))
+
+
+def test_tiff_tiles_larger_than_the_image_are_charged_like_pixels() -> None:
+    data = tiff_file(pattern(16, 16), tile=(16, 16), tags=({322: (4, [4096]), 323: (4, [4096])},))
+    assert probe_image(data).codec_pixels == 4096 * 4096
+    with pytest.raises(ResourceExhaustedError, match="16x16 but its TIFF tiles or strips hold 16.8 megapixels"):
+        decode_image(data, max_pixels=4096 * 4096 - 1)
+    with pytest.raises(InvalidInputError, match="TIFF header is truncated or malformed"):  # too few strip offsets
+        decode_image(tiff_file(pattern(16, 16), rows_per_strip=16, tags=({278: (4, [1])},)))
+
+
+@pytest.mark.parametrize(("marker", "scan_components"), [(0xC2, 3), (0xCA, 3), (0xC0, 1), (0xC1, 2)])
+def test_multi_scan_jpegs_are_charged_at_full_size_even_when_reduced(marker: int, scan_components: int) -> None:
+    # Progressive (Huffman or arithmetic), or sequential with a first scan
+    # lacking components: libjpeg keeps full-size coefficient buffers.
+    data = jpeg_header(marker, 3, scan_components)
+    assert probe_image(data).codec_pixels == 30_000 ** 2
+    assert decode_cost_bytes(probe_image(data), short_side=224) > 30_000 ** 2 * 6
+    with pytest.raises(ResourceExhaustedError, match="30000x30000.*progressive or multi-scan JPEG"):
+        decode_image(data, short_side=224)
+
+
+def test_single_scan_jpegs_keep_the_reduced_size_check() -> None:
+    data = jpeg_header(0xC0, 3, 3)
+    assert probe_image(data).codec_pixels == 0
+    assert decode_cost_bytes(probe_image(data), short_side=224) < 3750 ** 2 * 8
+    with pytest.raises(InvalidInputError, match="could not be decoded"):  # 1/8 scale fits; there is no data
+        decode_image(data, short_side=224)
+    with pytest.raises(ResourceExhaustedError, match="30000x30000"):
+        decode_image(data)
+
+
+def test_a_real_progressive_jpeg_claiming_30000_squared_is_refused() -> None:
+    data = bytearray(encode_cv(pattern(16, 16), ".jpg", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1)))
+    frame = data.index(b"\xff\xc2")
+    data[frame + 5:frame + 9] = struct.pack(">HH", 30_000, 30_000)
+    assert len(data) < 1000
+    with pytest.raises(ResourceExhaustedError, match="30000x30000"):
+        decode_image(bytes(data), short_side=224)  # what Classify asks for
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (jpeg_header(0xC3, 3, 3, side=64), "lossless or hierarchical JPEG"),
+    (jpeg_header(0xC5, 3, 3, side=64), "lossless or hierarchical JPEG"),
+    (jpeg_header(0xC1, 3, 3, side=64, precision=12), "12-bit JPEG"),
+    (jpeg_header(0xC2, 3, 3, side=64)[:-2] + b"\xff\xda" * 100 + b"\xff\xd9", "more than 100 scans"),
+])
+def test_jpeg_frames_not_reasoned_about_are_refused(data: bytes, message: str) -> None:
+    assert probe_image(data) is None
+    with pytest.raises(InvalidInputError, match=message):
+        decode_image(data, max_pixels=None)
+
+
+def refused_samples() -> dict[str, bytes]:
+    """Formats OpenCV's imdecode sniffs and decodes but artforge does not, by the name the refusal gives."""
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    return {
+        "JPEG 2000": encode_cv(flat, ".jp2"),
+        "Radiance HDR": encode_cv(flat.astype(np.float32) / 255, ".hdr"),
+        "PNM / PAM": encode_cv(flat, ".ppm"),
+        "PFM": encode_cv(flat.astype(np.float32) / 255, ".pfm"),
+        "Sun raster": encode_cv(flat, ".ras"),
+        "AVIF / HEIF": encode_cv(flat, ".avif"),
+        "OpenEXR": b"v/1\x01" + bytes(60),
+        "JPEG XL": b"\xff\x0a" + bytes(60),
+        "BigTIFF": b"II+\x00\x08\x00\x00\x00" + bytes(60),
+        "QOI": b"qoif" + struct.pack(">II", 64, 64) + bytes(60),
+    }
+
+
+@pytest.mark.parametrize("name", refused_samples())
+def test_formats_opencv_would_sniff_are_refused_by_name_before_decoding(name: str) -> None:
+    data = refused_samples()[name]
+    assert probe_image(data) is None
+    with pytest.raises(InvalidInputError, match=f"image bytes could not be decoded: {name} is not an accepted image "
+                                                f"format \\(JPEG, PNG, WebP, BMP, GIF, TIFF\\)"):
+        decode_image(data, max_pixels=None)
+
+
+def test_refused_formats_are_real_images_to_opencv() -> None:
+    # The refusal is a policy, not a failure to read: OpenCV would decode these.
+    for name in ("JPEG 2000", "Radiance HDR", "PNM / PAM", "PFM", "Sun raster", "AVIF / HEIF"):
+        assert cv2.imdecode(np.frombuffer(refused_samples()[name], np.uint8), cv2.IMREAD_UNCHANGED).shape[:2] == (
+            64, 64), name
+
+
+def test_png_chunks_must_fit_in_the_data() -> None:
+    # OpenCV sizes a vector by a chunk's declared length before reading it.
+    lie = png_ihdr(1, 1) + png_chunk(b"tEXt", b"a\x00b", length=0x7FF0_0000)
+    assert probe_image(lie) is None
+    with pytest.raises(InvalidInputError, match="its PNG header is truncated or malformed"):
+        decode_image(lie)
+
+
+def test_png_compressed_text_chunks_are_bounded() -> None:
+    # libpng inflates each to up to 8 MB and keeps up to 1000 of them.
+    png = encode_cv(pattern(4, 4), ".png")
+    texts = [png_chunk(b"zTXt", b"k%d\x00\x00" % i + zlib.compress(b"a" * 7_900_000, 9)) for i in range(9)]
+    assert decode_image(png[:33] + b"".join(texts[:8]) + png[33:]).shape == (4, 4, 3)
+    with pytest.raises(InvalidInputError, match="more than 8 compressed PNG text"):
+        decode_image(png[:33] + b"".join(texts) + png[33:])
+
+
+def test_decode_cost_counts_depth_alpha_animation_and_scale() -> None:
+    rgb8 = probe_image(encode_cv(pattern(100, 200), ".png"))
+    deep = probe_image(encode_cv(np.zeros((100, 200, 4), np.uint16), ".png"))
+    assert deep.channels * deep.sample_bytes == 8 and decode_cost_bytes(deep) >= 200 * 100 * 12
+    assert decode_cost_bytes(deep) > decode_cost_bytes(rgb8)
+    still = probe_image(VARIANTS["webp-lossless"])
+    assert decode_cost_bytes(probe_image(VARIANTS["webp-animated"])) > decode_cost_bytes(still)
+    jpeg = probe_image(jpeg_header(0xC0, 3, 3, side=4000))
+    assert decode_cost_bytes(jpeg, short_side=500) < decode_cost_bytes(jpeg) / 10
+
+
+def test_batch_image_suffixes_are_the_accepted_formats() -> None:
+    by_suffix = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".bmp": "bmp", ".gif": "gif",
+                 ".tif": "tiff", ".tiff": "tiff"}
+    assert set(IMAGE_SUFFIXES) == set(by_suffix)
+    assert set(by_suffix.values()) == set(ACCEPTED_FORMATS)
 
 
 # -- files and in-memory arrays --------------------------------------------------

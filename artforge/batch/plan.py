@@ -14,7 +14,7 @@ from artforge.batch.manifest import MANIFEST_NAME
 from artforge.batch.names import output_names
 from artforge.errors import InvalidInputError, NotFoundError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 #: output format name -> file suffix
 FORMATS = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "webp": ".webp"}
 OUTPUT_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}

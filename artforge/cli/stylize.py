@@ -59,7 +59,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="decode and encode threads, each (default: half the cores, 1 to 4)")
     parser.add_argument("--force", action="store_true", help="redo every output, even those finished by an earlier run")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write over existing files in OUT that artforge stylize did not write (never over an input)")
+                        help="write over existing files in OUT that artforge stylize did not write "
+                             "(never over an input)")
     parser.add_argument("--report", type=Path, default=None,
                         help="JSON report to write (default: OUTPUT/stylize-report.json when OUTPUT is a folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -12,8 +12,10 @@ Layers, bottom up: backends (run tensors), imageio (decode/encode), pipeline
 
 from artforge.runtime.backends import Backend, TensorSpec, available_backends, create_backend
 from artforge.runtime.imageio import (
+    ACCEPTED_FORMATS,
     DEFAULT_MAX_PIXELS,
     ImageInfo,
+    decode_cost_bytes,
     decode_image,
     encode_image,
     load_image,
@@ -26,8 +28,8 @@ from artforge.runtime.repository import Repository
 
 __all__ = [
     "Backend", "TensorSpec", "available_backends", "create_backend",
-    "DEFAULT_MAX_PIXELS", "ImageInfo", "decode_image", "encode_image", "load_image", "probe_image", "read_image",
-    "write_image",
+    "ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "ImageInfo", "decode_cost_bytes", "decode_image", "encode_image",
+    "load_image", "probe_image", "read_image", "write_image",
     "Classifier", "Generator", "Model", "Stylizer", "load_model",
     "Repository",
 ]

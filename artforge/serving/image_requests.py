@@ -31,7 +31,7 @@ from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKind
 from artforge.runtime import pipeline, tiling
 from artforge.runtime.backends import TensorSpec
 from artforge.runtime.grid import tile_grid
-from artforge.runtime.imageio import ImageInfo, encode_image, probe_image
+from artforge.runtime.imageio import ImageInfo, decode_cost_bytes, encode_image, probe_image
 from artforge.runtime.models import Classifier, Generator, Model, Stylizer
 from artforge.runtime.pipeline import StylizeInput
 from artforge.runtime.repository import Repository
@@ -94,11 +94,14 @@ def output_format(fmt: str, quality: int) -> tuple[str, int]:
     return fmt, quality or defaults.QUALITY
 
 
-def _header_pixels(data: bytes, max_pixels: int) -> int:
-    """The pixels an image's header claims, at most max_pixels (larger images are refused at decode, with the
-    pixel limit's own message; bytes without a header are refused there too and cost 0 here)."""
-    info = probe_image(data)
-    return 0 if info is None else min(info.width * info.height, max_pixels)
+def _decode_bytes(info: ImageInfo | None, max_pixels: int, short_side: int | None = None,
+                  long_side: int | None = None) -> int:
+    """The peak bytes decoding this image takes (imageio.decode_cost_bytes, with the same size hints). Images
+    the decoder refuses (no readable header, over max_pixels) cost nothing here: they are refused at decode
+    with the decoder's own message, before a pixel is allocated."""
+    if info is None or info.width * info.height > max_pixels:
+        return 0
+    return decode_cost_bytes(info, short_side=short_side, long_side=long_side)
 
 
 def _fitted(info: ImageInfo | None, max_side: int | None, max_pixels: int) -> tuple[int, int]:
@@ -162,7 +165,8 @@ class ImageRequests:
         with self._manager.use(model_name) as served:
             model = self._model(served, Classifier, call)
             served.batcher.check_room()
-            cost = memory.classify_cost(_header_pixels(image, self._options.max_image_pixels), model.input_size)
+            decode = _decode_bytes(probe_image(image), self._options.max_image_pixels, model.input_size)
+            cost = memory.classify_cost(decode, model.input_size)
             async with self._manager.memory.reserve(cost, deadline, f"this {call} request"):
                 started = time.perf_counter_ns()
                 batch = await self._run(model.prepare, [image], source)
@@ -260,8 +264,8 @@ class ImageRequests:
             height, width = _fitted(info, fit, options.max_image_pixels)
             tiled = tiling.needs_tiling(height, width, None, options.tile_above_mp)
             graph_pixels = options.tile ** 2 if tiled else height * width
-            decoded = _header_pixels(image, options.max_image_pixels)
-            cost = memory.stylize_cost(decoded, height * width, graph_pixels)
+            decode = _decode_bytes(info, options.max_image_pixels, long_side=fit)
+            cost = memory.stylize_cost(decode, height * width, graph_pixels)
             async with self._manager.memory.reserve(cost, deadline, f"this {call} request"):
                 started = time.perf_counter_ns()
                 if tiled:

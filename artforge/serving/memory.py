@@ -38,8 +38,8 @@ STYLIZER_BYTES_PER_PIXEL = 400
 CLASSIFIER_BYTES_PER_PIXEL = 1000
 #: a generator's activations per output pixel (DCGAN at 64x64: a few hundred KB per image)
 GENERATOR_BYTES_PER_PIXEL = 400
-#: the copies one image request holds besides the graph: decoded (RGBA at most), padded RGB, output RGB(A),
-#: encoded bytes, and the decoder's own buffers: bytes per pixel, generous
+#: the copies one image request holds after decoding besides the graph: decoded RGB(A), padded RGB, output RGB(A),
+#: encoded bytes: bytes per output pixel, generous (the decode itself is imageio.decode_cost_bytes)
 IMAGE_COPIES_BYTES_PER_PIXEL = 24
 #: the longest a request waits for room when it has no deadline of its own
 MAX_WAIT_S = 60.0
@@ -65,16 +65,15 @@ def default_max_memory() -> int:
     return int(machine_memory() * DEFAULT_SHARE)
 
 
-def stylize_cost(decoded_pixels: int, output_pixels: int, graph_pixels: int) -> int:
-    """Bytes one Stylize request holds: the decode at full size, the image copies at output size, and the
-    activations of the largest graph input it sends (the image, or one tile when it is tiled)."""
-    return (decoded_pixels * IMAGE_COPIES_BYTES_PER_PIXEL // 2 + output_pixels * IMAGE_COPIES_BYTES_PER_PIXEL
-            + graph_pixels * STYLIZER_BYTES_PER_PIXEL)
+def stylize_cost(decode_bytes: int, output_pixels: int, graph_pixels: int) -> int:
+    """Bytes one Stylize request holds: its decode's peak (imageio.decode_cost_bytes), the image copies at
+    output size, and the activations of the largest graph input it sends (the image, or one tile)."""
+    return decode_bytes + output_pixels * IMAGE_COPIES_BYTES_PER_PIXEL + graph_pixels * STYLIZER_BYTES_PER_PIXEL
 
 
-def classify_cost(decoded_pixels: int, input_size: int) -> int:
-    """Bytes one Classify request holds: the (possibly reduced) decode and the network at its input size."""
-    return decoded_pixels * IMAGE_COPIES_BYTES_PER_PIXEL // 2 + input_size ** 2 * CLASSIFIER_BYTES_PER_PIXEL
+def classify_cost(decode_bytes: int, input_size: int) -> int:
+    """Bytes one Classify request holds: its (possibly reduced) decode's peak and the network at its input size."""
+    return decode_bytes + input_size ** 2 * CLASSIFIER_BYTES_PER_PIXEL
 
 
 def generate_cost(count: int, output_pixels: int) -> int:
