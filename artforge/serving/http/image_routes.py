@@ -56,8 +56,10 @@ async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
-async def image_of(request: Request, services: Services) -> bytes:
-    """The image a request carries: its body, or the `image` file of a multipart form."""
+async def image_of(request: Request, services: Services, model: str) -> bytes:
+    """The image a request carries: its body, or the `image` file of a multipart form (an unknown model is
+    refused before the body is read)."""
+    services.manager.resolve(model)
     body = await read_body(request, services.options.max_message_bytes)
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         try:
@@ -105,7 +107,7 @@ def router(services: Services) -> APIRouter:
     async def classify(name: str, request: Request, top_k: int = 0, timeout: float | None = None) -> dict[str, Any]:
         async def work() -> dict[str, Any]:
             deadline = deadline_in(_timeout(timeout))
-            result = await images.classify(name, await image_of(request, services), top_k, deadline,
+            result = await images.classify(name, await image_of(request, services, name), top_k, deadline,
                                            "the request's image", "classify")
             return {"model": result.model, "model_version": str(result.version),
                     "labels": [label.__dict__ for label in result.labels]}
@@ -117,7 +119,7 @@ def router(services: Services) -> APIRouter:
                       timeout: float | None = None) -> Response:
         async def work() -> Stylized:
             deadline = deadline_in(_timeout(timeout))
-            return await images.stylize(name, await image_of(request, services), max_side, format, quality,
+            return await images.stylize(name, await image_of(request, services, name), max_side, format, quality,
                                         deadline, "the request's image", "stylize")
         result = await services.answer("Stylize", name, work)
         return _image_response(result.image, result.format, f"{result.model}", {
