@@ -151,7 +151,8 @@ def report(args: argparse.Namespace, models: dict, cells: list[Cell], seconds: f
         lines.append(f"| {c.rpc} | {c.concurrency} | {c.path}{err} | {c.throughput:.1f} | {c.ms(50):.1f} | "
                      f"{c.ms(90):.1f} | {c.ms(99):.1f} | {len(c.latencies)} |")
     lines += ["", "HTTP against gRPC, throughput ratio of the same work:", "",
-              "| RPC | concurrency | HTTP image / gRPC image | REST KServe / gRPC KServe |", "| --- | ---: | ---: | ---: |"]
+              "| RPC | concurrency | HTTP image / gRPC image | REST KServe / gRPC KServe |",
+              "| --- | ---: | ---: | ---: |"]
     for rpc in models:
         for c in args.concurrency:
             cells_ = [by.get((rpc, p, c)) for p in PATHS]
