@@ -134,7 +134,8 @@ def report(args: argparse.Namespace, models: dict, cells: list[Cell], seconds: f
         "",
         f"Command: `{command_line()}`  ",
         f"Machine: {machine()}; one server subprocess on 127.0.0.1 serving both front ends (its default flags "
-        f"otherwise), client threads in the benchmark process; {seconds:.0f} s in all.  ",
+        f"otherwise), client threads in the benchmark process; {seconds:.0f} s in all; load average before the "
+        f"run {args.load_before:.1f} (other processes' work competes with every path alike).  ",
         "Models: " + ", ".join(f"{rpc} `{m.name}` v{m.version} ({m.backend_name})" for rpc, m in models.items())
         + f"; input a {SIDE}x{SIDE} JPEG photo ({input_kb} KB), Stylize answers JPEG q{QUALITY}. The image paths "
         "send the JPEG (the server decodes and encodes); the KServe paths decode, resize or pad and encode in "
@@ -181,6 +182,7 @@ def main() -> None:
     if args.quick:
         args.requests, args.stylize_requests, args.time_limit, args.rounds = 16, 4, 3, 1
 
+    args.load_before = os.getloadavg()[0]
     repo = Repository(args.repo)
     models = {"Classify": repo.classifier(args.classifier, backend=args.backend),
               "Stylize": repo.stylizer(args.stylizer, backend=args.backend)}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import ssl
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from serving_support import encode, solid
+from serving_support import encode, running, solid
 
 from artforge.cli import build_parser
 from artforge.cli.serve import server_options
@@ -66,3 +69,18 @@ def test_http_flags(tmp_path: Path) -> None:
     assert server_options(parser.parse_args(["serve", "--repo", str(tmp_path)])).http_port == 8000
     assert server_options(parser.parse_args(["serve", "--repo", str(tmp_path), "--http-port", "0"])).http_port == 0
     assert server_options(parser.parse_args(["serve", "--repo", str(tmp_path), "--no-http"])).http_port is None
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate")
+def test_https_with_the_grpc_certificate(repo_path: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with running(repo_path, http_port=0, tls_cert=cert, tls_key=key) as server:
+        context = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{server.http_port}/v1/models/colours/classify"
+        with urllib.request.urlopen(urllib.request.Request(url, data=GREEN), timeout=10, context=context) as answer:
+            assert json.loads(answer.read())["labels"][0]["label"] == "green"
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP to the HTTPS port
+            urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/v2/health/live", timeout=10).read()
