@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import urllib.request
@@ -139,6 +140,14 @@ def test_default_outputs_come_back_binary(client: triton.InferenceServerClient) 
     assert result.get_response()["outputs"][0]["parameters"]["binary_data_size"] == 48
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_responses(client: triton.InferenceServerClient, algorithm: str) -> None:
+    images = noise(8, 8, seed=2)[np.newaxis]
+    result = client.infer("invert", [tensor("image", images, "UINT8")], request_compression_algorithm=algorithm,
+                          response_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("stylized"), 255 - images)
+
+
 def test_fp16_latents_convert(client: triton.InferenceServerClient) -> None:
     latents = np.array([[0.5, -1.25, 2.0, 0.0]], np.float32)
     expected = client.infer("dreams", [tensor("latent", latents, "FP32")]).as_numpy("image")
@@ -239,6 +248,9 @@ BAD_REQUESTS = {
     "sequence parameters": ("colours", json.dumps({"inputs": json.loads(_json_body())["inputs"],
                                                    "parameters": {"sequence_id": 3}}).encode(), {}, 400,
                             "sequence batching is not supported"),
+    "undecodable gzip": ("colours", b"not gzip", {"Content-Encoding": "gzip"}, 400, "cannot be inflated"),
+    "gzip bomb": ("colours", gzip.compress(b" " * (65 << 20)), {"Content-Encoding": "gzip"}, 413,
+                  "inflates to over this server's limit"),
     "bad timeout": ("colours", json.dumps({"inputs": json.loads(_json_body())["inputs"],
                                            "parameters": {"timeout": "soon"}}).encode(), {}, 400,
                     "parameter 'timeout'"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -214,7 +215,25 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ResourceExhaustedError(f"the request body is over this server's limit of {limit} bytes "
                                          "(--max-message-mb)")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return _decompressed(b"".join(chunks), request.headers.get("content-encoding", ""), limit)
+
+
+def _decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body (tritonclient's request compression) inflated, at most `limit` bytes of it."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidInputError(f"Content-Encoding {encoding[:32]!r} is not supported; send gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidInputError(f"the {encoding} request body cannot be inflated ({error})") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ResourceExhaustedError(f"the request body inflates to over this server's limit of {limit} bytes "
+                                     "(--max-message-mb)")
+    return out
 
 
 # ------------------------------------------------------------------ routes
