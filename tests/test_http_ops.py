@@ -84,3 +84,14 @@ def test_https_with_the_grpc_certificate(repo_path: Path, tmp_path: Path) -> Non
             assert json.loads(answer.read())["labels"][0]["label"] == "green"
         with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP to the HTTPS port
             urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/v2/health/live", timeout=10).read()
+
+
+def test_unknown_paths_and_methods_are_json(server) -> None:
+    base = f"http://127.0.0.1:{server.http_port}"
+    status, text = get(f"{base}/nowhere/" + "x" * 500)
+    assert status == 404 and json.loads(text)["error"].startswith("no such endpoint: GET /nowhere/")
+    assert len(json.loads(text)["error"]) < 120  # the path is cut, not echoed whole
+    status, text = get(f"{base}/v1/models")  # GET is right here; POST is not
+    assert status == 200
+    status, text = get(f"{base}/v1/models", b"{}")
+    assert status == 405 and "POST is not allowed on /v1/models" in json.loads(text)["error"]

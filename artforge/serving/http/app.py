@@ -129,9 +129,9 @@ def build_app(services: Services) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_starlette(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no such endpoint: {request.method} {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code,
-                                                                                    str(error.detail))
+        path = request.url.path if len(request.url.path) <= 80 else request.url.path[:80] + "..."
+        message = {404: f"no such endpoint: {request.method} {path}",
+                   405: f"{request.method} is not allowed on {path}"}.get(error.status_code, str(error.detail))
         return _error(error.status_code, message, getattr(error, "headers", None))
 
     return app
