@@ -248,6 +248,8 @@ BAD_REQUESTS = {
     "sequence parameters": ("colours", json.dumps({"inputs": json.loads(_json_body())["inputs"],
                                                    "parameters": {"sequence_id": 3}}).encode(), {}, 400,
                             "sequence batching is not supported"),
+    "deeply nested JSON": ("colours", b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, 400,
+                           "not valid JSON"),
     "undecodable gzip": ("colours", b"not gzip", {"Content-Encoding": "gzip"}, 400, "cannot be inflated"),
     "gzip bomb": ("colours", gzip.compress(b" " * (65 << 20)), {"Content-Encoding": "gzip"}, 413,
                   "inflates to over this server's limit"),

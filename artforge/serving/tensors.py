@@ -158,7 +158,10 @@ def parse_json(datatype: str, shape: tuple[int, ...], data: object, what: str) -
     datatype and shape. Numbers must be JSON numbers (integers for integer types), BOOL values JSON booleans,
     BYTES elements strings."""
     dtype, count = _declared(datatype, shape, what)
-    values = _flat(data)
+    try:
+        values = _flat(data)
+    except RecursionError:
+        raise InvalidInputError(f"{what}: data is nested deeper than any tensor's rank") from None
     if len(values) != count:
         raise InvalidInputError(f"{what}: data has {len(values)} elements but shape {_describe_shape(shape)} "
                                 f"needs {count}")

@@ -104,7 +104,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def _load_json(text: bytes) -> dict[str, Any]:
     try:
         return _object(json.loads(text), "the inference request")
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InvalidInputError(f"the inference request is not valid JSON ({error})") from None
 
 
@@ -397,7 +397,7 @@ async def _optional_json(request: Request, services: Services) -> dict[str, Any]
         return {}
     try:
         return _object(json.loads(body), "the request body")
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise InvalidInputError(f"the request body is not valid JSON ({error})") from None
 
 
