@@ -51,6 +51,11 @@ class WrongKindError(ArtforgeError):
 QUOTE_CHARS = 64
 
 
+def shortened(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` cut to `limit` characters, with an ellipsis and the full length when it was longer."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def quoted(value: object, limit: int = QUOTE_CHARS) -> str:
     """`value` as a message quotes what a client sent: repr() of its text, cut to `limit` characters with an
     ellipsis and the full length, so a 16 KiB model name still gives a one-line NOT_FOUND."""

@@ -30,7 +30,7 @@ from google.protobuf import json_format
 
 import artforge
 from artforge import contract
-from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError, listed, quoted
+from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError, listed, quoted, shortened
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from artforge.proto.inference import model_config_pb2 as mc
@@ -207,7 +207,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                     override = json_format.Parse(value.string_param, mc.ModelConfig(), ignore_unknown_fields=True)
                 except (json_format.ParseError, RecursionError) as error:
                     raise InvalidInputError(f"load parameter 'config' is not a valid JSON model "
-                                            f"configuration ({quoted(error, 200)})") from None
+                                            f"configuration ({shortened(str(error), 200)})") from None
                 check_override(override)
             await self._manager.load(request.model_name, config=override)
             return pb.RepositoryModelLoadResponse()
