@@ -24,11 +24,16 @@ from typing import Any, cast
 
 import grpc
 
+from artforge.errors import InvalidInputError
 from artforge.serving.metrics import Metrics
 
 log = logging.getLogger("artforge.serving")
 #: seconds between two log lines about undecodable requests (the ones between are counted)
 LOG_INTERVAL_S = 60.0
+
+
+class UndecodableRequestError(InvalidInputError):
+    """Request bytes that do not parse as the method's message."""
 
 
 class _Throttled:
@@ -74,51 +79,50 @@ class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         parse = handler.request_deserializer
         assert parse is not None  # intercept_service passes the others through
-        message = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
-        what = message.full_name if message is not None else "protobuf"
+        descriptor = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+        what = descriptor.full_name if descriptor is not None else "protobuf"
         short = method.rsplit("/", 1)[-1]
 
-        async def decoded(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        def decoded(raw: bytes) -> Any:
             try:
                 return parse(raw)
             except Exception as error:  # DecodeError, and whatever else a parser raises on bad bytes
                 self._throttled.warn(method, len(raw), error)
-                if self._metrics is not None:
-                    self._metrics.observe_request("", short, grpc.StatusCode.INVALID_ARGUMENT, 0.0)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"the request is not a valid {what} message: protobuf cannot parse its "
-                                    f"{len(raw)} bytes")
+                raise UndecodableRequestError(f"the request is not a valid {what} message: protobuf cannot parse "
+                                              f"its {len(raw)} bytes") from None
 
-        async def requests(raw_iterator: AsyncIterator[bytes],
-                           context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def decoded_stream(raw_iterator: AsyncIterator[bytes]) -> AsyncIterator[Any]:
             async for raw in raw_iterator:
-                yield await decoded(raw, context)
+                yield decoded(raw)
 
-        prepare: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-        behavior: Callable[..., Any]
-        if handler.request_streaming:
-            behavior = cast(Callable[..., Any],
-                            handler.stream_stream if handler.response_streaming else handler.stream_unary)
+        async def refuse(error: UndecodableRequestError, context: grpc.aio.ServicerContext) -> None:
+            if self._metrics is not None:
+                self._metrics.observe_request("", short, grpc.StatusCode.INVALID_ARGUMENT, 0.0)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
-            async def parsed_stream(raw_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
-                return requests(raw_iterator, context)
-            prepare = parsed_stream
-        else:
-            behavior = cast(Callable[..., Any],
-                            handler.unary_stream if handler.response_streaming else handler.unary_unary)
-            prepare = decoded
+        behavior = cast(Callable[..., Any], handler.stream_stream or handler.stream_unary or handler.unary_stream
+                        or handler.unary_unary)
+        prepare: Callable[[Any], Any] = decoded_stream if handler.request_streaming else decoded
         if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
             return handler  # a synchronous handler: left alone
 
         # gRPC treats a handler by its kind (coroutine, or async generator), so the copy is of the same kind.
+        # The abort happens here, in the handler's own coroutine: a stream handler may read its requests in
+        # another task (calls.ordered_stream), and an abort from there would race the handler's writes.
         if inspect.isasyncgenfunction(behavior):
             async def streaming(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                async for response in behavior(await prepare(raw, context), context):
-                    yield response
+                try:
+                    async for response in behavior(prepare(raw), context):
+                        yield response
+                except UndecodableRequestError as error:
+                    await refuse(error, context)
             wrapped: Callable[..., Any] = streaming
         else:
             async def unary(raw: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await behavior(await prepare(raw, context), context)
+                try:
+                    return await behavior(prepare(raw), context)
+                except UndecodableRequestError as error:
+                    await refuse(error, context)
             wrapped = unary
 
         codec = {"request_deserializer": None, "response_serializer": handler.response_serializer}
