@@ -357,10 +357,15 @@ STRATEGIES: tuple[Callable[[random.Random, Targets], Case], ...] = (
     _tensors, _parameters, _load, _streams)
 
 
+def malformed_case(r: random.Random, t: Targets) -> Case:
+    """One case from a strategy `r` picks."""
+    return r.choice(STRATEGIES)(r, t)
+
+
 def malformed_cases(t: Targets, seed: int, count: int) -> list[Case]:
     """`count` cases from every strategy, the same ones for the same seed."""
     r = random.Random(seed)
-    return [r.choice(STRATEGIES)(r, t) for _ in range(count)]
+    return [malformed_case(r, t) for _ in range(count)]
 
 
 # ------------------------------------------------------------------ sending and judging

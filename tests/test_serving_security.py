@@ -27,6 +27,8 @@ from artforge.errors import InvalidInputError
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.serving.auth import check_model_control, is_loopback
+from artforge.serving.options import ServerOptions
+from artforge.serving.server import exposure_warning
 from artforge.serving.status import MAX_MESSAGE_CHARS, status_of
 
 RED_PNG = encode(solid((255, 0, 0)))
@@ -75,6 +77,18 @@ def test_defaults_are_loopback_and_no_model_control(tmp_path: Path) -> None:
     explicit = server_options(build_parser().parse_args(["serve", "--repo", str(tmp_path), "--host", "0.0.0.0",
                                                          "--model-control", "explicit", "--metrics-host", "10.0.0.1"]))
     assert (explicit.host, explicit.model_control, explicit.metrics_host) == ("0.0.0.0", "explicit", "10.0.0.1")
+
+
+def test_listening_beyond_loopback_without_token_or_tls_is_warned_about(tmp_path: Path) -> None:
+    def warning(**fields: object) -> str | None:
+        return exposure_warning(ServerOptions(repo=tmp_path, **fields))
+
+    assert warning() is None and warning(host="localhost") is None and warning(host="::1") is None
+    assert "without --token" in (warning(host="0.0.0.0") or "")
+    assert "without --token" in (warning(metrics_host="0.0.0.0") or "")
+    assert warning(metrics_host="0.0.0.0", metrics_port=None) is None
+    assert "without TLS" in (warning(host="::", token="t") or "")
+    assert warning(host="0.0.0.0", token="t", tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k.pem") is None
 
 
 # ------------------------------------------------------------------ model control

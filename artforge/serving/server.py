@@ -19,9 +19,9 @@ Because the heavy work releases the GIL, the process still uses every core.
 Also on the port: grpc.health.v1 (overall "" and one entry per model) and
 server reflection. Prometheus metrics are served over HTTP on their own
 port. Who may call what (token, model control, open health) is auth.py's;
-docs/security.md has the whole picture. SIGTERM / SIGINT drain gracefully (health goes NOT_SERVING, no new
-RPCs, in-flight ones get `grace_s` to finish, exit 0); SIGHUP reloads every
-model from the repository.
+docs/security.md has the whole picture. SIGTERM / SIGINT drain gracefully
+(health goes NOT_SERVING, no new RPCs, in-flight ones get `grace_s` to
+finish, exit 0); SIGHUP reloads every model from the repository.
 """
 
 from __future__ import annotations
@@ -88,8 +88,12 @@ def _read(path: Path, what: str) -> bytes:
         raise InvalidInputError(f"{what} {path} cannot be read ({error.strerror})") from None
 
 
+class _EncryptedKeyError(Exception):
+    pass
+
+
 def _no_password() -> bytes:
-    raise InvalidInputError("encrypted")  # turned into the sentence below; never prompt on the terminal
+    raise _EncryptedKeyError  # instead of OpenSSL prompting for a passphrase on the terminal
 
 
 def _tls(cert: Path, key: Path) -> tuple[grpc.ServerCredentials, ssl.SSLContext]:
@@ -106,7 +110,7 @@ def _tls(cert: Path, key: Path) -> tuple[grpc.ServerCredentials, ssl.SSLContext]
         raise InvalidInputError(f"TLS certificate {cert} holds no PEM certificate (--tls-cert)") from None
     try:
         context.load_cert_chain(cert, key, password=_no_password)
-    except InvalidInputError:
+    except _EncryptedKeyError:
         raise InvalidInputError(f"TLS key {key} is encrypted; the server needs it unencrypted (--tls-key)") from None
     except ssl.SSLError as error:
         if error.reason == "KEY_VALUES_MISMATCH":
@@ -177,6 +181,23 @@ def _is_loopback_host(host: str) -> bool:
     if host.strip("[]") == "localhost":
         return True
     return is_loopback(f"ipv6:[{host.strip('[]')}]:0" if ":" in host else f"ipv4:{host}:0")
+
+
+def exposure_warning(options: ServerOptions) -> str | None:
+    """What to warn about when the network can reach the server without a token, or see the token in the clear
+    (None when it listens on loopback only, or has both)."""
+    hosts = {options.host} | ({options.metrics_host or options.host} if options.metrics_port is not None else set())
+    exposed = sorted(host for host in hosts if not _is_loopback_host(host))
+    if not exposed:
+        return None
+    where = " and ".join(exposed)
+    if not options.token:
+        return (f"listening on {where} without --token: anyone who can reach the port can run the models and read "
+                "their metadata and metrics (docs/security.md)")
+    if options.tls_cert is None:
+        return (f"listening on {where} without TLS: the token crosses the network in the clear; add "
+                "--tls-cert/--tls-key or put a TLS proxy in front (docs/security.md)")
+    return None
 
 
 class AsyncServer:
@@ -262,18 +283,9 @@ class AsyncServer:
         return self.options.metrics_host or self.options.host
 
     def _warn_if_exposed(self) -> None:
-        """One line when the network can reach the server without a token, or see the token in the clear."""
-        options = self.options
-        exposed = [host for host in {options.host, self._metrics_host} if not _is_loopback_host(host)]
-        if not exposed:
-            return
-        where = " and ".join(sorted(exposed))
-        if not self.token:
-            log.warning("listening on %s without --token: anyone who can reach the port can run the models and "
-                        "read their metadata and metrics (docs/security.md)", where)
-        elif options.tls_cert is None:
-            log.warning("listening on %s without TLS: the token crosses the network in the clear; add "
-                        "--tls-cert/--tls-key or put a TLS proxy in front (docs/security.md)", where)
+        warning = exposure_warning(self.options)
+        if warning:
+            log.warning("%s", warning)
 
     def _log_started(self) -> None:
         assert self.manager is not None
