@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 
 from artforge import defaults
-from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError
+from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError, quoted
 from artforge.proto.artforge.v1 import image_service_pb2 as api
 from artforge.proto.artforge.v1 import image_service_pb2_grpc as api_grpc
 from artforge.runtime import pipeline, tiling
@@ -47,7 +47,7 @@ def _output_format(fmt: str, quality: int) -> tuple[str, int | None]:
     if fmt == "jpg":
         fmt = "jpeg"
     if fmt and fmt not in _FORMATS:
-        raise InvalidInputError(f"format {fmt!r} is not supported; use png, jpeg or webp (or leave it empty)")
+        raise InvalidInputError(f"format {quoted(fmt)} is not supported; use png, jpeg or webp (or leave it empty)")
     if not 0 <= quality <= 100:
         raise InvalidInputError(f"quality must be from 1 to 100 (0 = {defaults.QUALITY}), got {quality}")
     return fmt, quality or defaults.QUALITY

@@ -18,6 +18,7 @@ Choices where the protocol leaves room:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -29,7 +30,7 @@ from google.protobuf import json_format
 
 import artforge
 from artforge import contract
-from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError, listed, quoted, shortened
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import grpc_service_pb2_grpc as pb_grpc
 from artforge.proto.inference import model_config_pb2 as mc
@@ -37,9 +38,11 @@ from artforge.runtime import pipeline
 from artforge.runtime.backends import TensorSpec
 from artforge.runtime.models import Stylizer
 from artforge.serving import memory
+from artforge.serving.auth import check_model_control
 from artforge.serving.calls import Calls, deadline_of, ordered_stream
 from artforge.serving.model_manager import READY, ModelEntry, ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
+from artforge.serving.settings import check_override
 from artforge.serving.tensors import (
     config_type,
     convert,
@@ -93,8 +96,9 @@ def _timeout_s(parameters: Mapping[str, pb.InferParameter]) -> float | None:
         return None
     value = parameters["timeout"]
     micros = getattr(value, value.WhichOneof("parameter_choice") or "int64_param")
-    if isinstance(micros, bool) or not isinstance(micros, (int, float)) or micros < 0:
-        raise InvalidInputError(f"parameter 'timeout' must be a non-negative number of microseconds, got {micros!r}")
+    if isinstance(micros, bool) or not isinstance(micros, (int, float)) or not math.isfinite(micros) or micros < 0:
+        raise InvalidInputError(f"parameter 'timeout' must be a finite, non-negative number of microseconds, "
+                                f"got {quoted(micros)}")
     return micros / 1e6 if micros else None
 
 
@@ -154,9 +158,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- repository -------------------------------------------------------------------
 
     def _check_repository(self, name: str) -> None:
-        if name and name != self._manager.repo.path.name:
-            raise NotFoundError(f"no repository named {name!r}; this server serves "
-                                f"{self._manager.repo.path.name!r} (or leave repository_name empty)")
+        if name and name != self._manager.repository_name:
+            raise NotFoundError(f"no repository named {quoted(name)}; this server serves "
+                                f"{self._manager.repository_name!r} (or leave repository_name empty)")
+
+    def _check_control(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
+        check_model_control(self._options.model_control, bool(self._options.token), context.peer(), rpc)
 
     def _index_rows(self, entries: dict[str, ModelEntry], ready_only: bool,
                     ) -> list[pb.RepositoryIndexResponse.ModelIndex]:
@@ -190,17 +197,19 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: grpc.aio.ServicerContext):
         async def work() -> pb.RepositoryModelLoadResponse:
+            self._check_control("RepositoryModelLoad", context)
             self._check_repository(request.repository_name)
             override = None
             for key, value in request.parameters.items():
                 if key != "config":
-                    raise InvalidInputError(f"load parameter {key!r} is not supported; the only one is 'config' "
-                                            "(a JSON model configuration that replaces config.pbtxt)")
+                    raise InvalidInputError(f"load parameter {quoted(key)} is not supported; the only one is "
+                                            "'config' (a JSON model configuration that replaces config.pbtxt)")
                 try:
                     override = json_format.Parse(value.string_param, mc.ModelConfig(), ignore_unknown_fields=True)
-                except json_format.ParseError as error:
+                except (json_format.ParseError, RecursionError) as error:
                     raise InvalidInputError(f"load parameter 'config' is not a valid JSON model "
-                                            f"configuration ({error})") from None
+                                            f"configuration ({shortened(str(error), 200)})") from None
+                check_override(override)
             await self._manager.load(request.model_name, config=override)
             return pb.RepositoryModelLoadResponse()
         return await self._calls.unary("RepositoryModelLoad", request.model_name, context, work, per_model=False)
@@ -208,6 +217,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: grpc.aio.ServicerContext):
         async def work() -> pb.RepositoryModelUnloadResponse:
+            self._check_control("RepositoryModelUnload", context)
             self._check_repository(request.repository_name)
             await self._manager.unload(request.model_name)
             return pb.RepositoryModelUnloadResponse()
@@ -235,7 +245,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         with self._manager.use(request.model_name, request.model_version) as served:
             for key in ("sequence_id", "sequence_start", "sequence_end"):
                 if key in request.parameters:
-                    raise InvalidInputError(f"parameter {key!r}: sequence batching is not supported; "
+                    raise InvalidInputError(f"parameter {quoted(key)}: sequence batching is not supported; "
                                             "artforge models are stateless")
             deadline = deadline_of(context, _timeout_s(request.parameters))
             served.batcher.check_room()
@@ -260,7 +270,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         names = [t.name for t in request.inputs]
         if set(names) != set(specs) or len(names) != len(set(names)):
             raise InvalidInputError(f"model {model.name} takes input(s) {describe_inputs(served)}; the request has "
-                                    f"{', '.join(repr(n) for n in names) or 'none'}")
+                                    f"{listed([quoted(n) for n in names], most=4)}")
         raw = request.raw_input_contents
         if raw and len(raw) != len(names):
             raise InvalidInputError(f"raw_input_contents has {len(raw)} entries for {len(names)} input(s); "
@@ -268,12 +278,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         outputs = {s.name: s for s in model.outputs}
         for output in request.outputs:
             if output.name not in outputs:
-                raise InvalidInputError(f"model {model.name} has no output {output.name!r}; outputs: "
+                raise InvalidInputError(f"model {model.name} has no output {quoted(output.name)}; outputs: "
                                         f"{', '.join(outputs)}")
             if "classification" in output.parameters and (
                     output.parameters["classification"].int64_param < 1 or len(outputs[output.name].shape) != 2):
-                raise InvalidInputError(f"output {output.name!r}: classification needs a positive int64 class count "
-                                        "and a [batch, classes] output")
+                raise InvalidInputError(f"output {quoted(output.name)}: classification needs a positive int64 class "
+                                        "count and a [batch, classes] output")
         feeds = {}
         for i, tensor in enumerate(request.inputs):
             spec = specs[tensor.name]

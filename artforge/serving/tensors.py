@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from artforge.errors import InvalidInputError
+from artforge.errors import InvalidInputError, quoted
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import model_config_pb2 as mc
 
@@ -86,10 +86,10 @@ def _parse_bytes_elements(raw: bytes, count: int, what: str) -> np.ndarray:
 
 def parse_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
     """One request input as a numpy array of its declared datatype and shape."""
-    what = f"input '{tensor.name}'"
+    what = f"input {quoted(tensor.name)}"
     dtype = DATATYPES.get(tensor.datatype)
     if dtype is None:
-        raise InvalidInputError(f"{what} has datatype {tensor.datatype!r}; supported: {_SUPPORTED}")
+        raise InvalidInputError(f"{what} has datatype {quoted(tensor.datatype)}; supported: {_SUPPORTED}")
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"{what} has shape {_describe_shape(shape)}; dimensions must not be negative")
