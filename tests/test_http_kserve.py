@@ -22,7 +22,7 @@ RED[..., 0] = 255
 
 @pytest.fixture(scope="module")
 def server_overrides() -> dict[str, object]:
-    return {"http_port": 0}
+    return {"http_port": 0, "model_control": "explicit"}  # the load / unload tests (from loopback, no token)
 
 
 @pytest.fixture(scope="module")

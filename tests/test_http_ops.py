@@ -95,3 +95,21 @@ def test_unknown_paths_and_methods_are_json(server) -> None:
     assert status == 200
     status, text = get(f"{base}/v1/models", b"{}")
     assert status == 405 and "POST is not allowed on /v1/models" in json.loads(text)["error"]
+
+
+def test_model_control_follows_the_grpc_rules(repo_path: Path) -> None:
+    # Off by default: load and unload are refused with gRPC's sentence; nothing is unloaded.
+    with running(repo_path, http_port=0) as server:
+        base = f"http://127.0.0.1:{server.http_port}"
+        for action in ("load", "unload"):
+            status, text = get(f"{base}/v2/repository/models/colours/{action}", b"{}")
+            assert status == 400 and "is off on this server" in json.loads(text)["error"], text
+        assert get(f"{base}/v1/models/colours/classify", GREEN)[0] == 200
+    # Explicit, with a token: the token is needed, then it works.
+    with running(repo_path, http_port=0, model_control="explicit", token="s3cret") as server:
+        base = f"http://127.0.0.1:{server.http_port}"
+        assert get(f"{base}/v2/repository/models/colours/unload", b"{}")[0] == 401
+        request = urllib.request.Request(f"{base}/v2/repository/models/colours/load", data=b"{}",
+                                         headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 200

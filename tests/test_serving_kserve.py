@@ -22,6 +22,11 @@ RED[..., 0] = 255
 
 
 @pytest.fixture(scope="module")
+def server_overrides() -> dict[str, object]:
+    return {"model_control": "explicit"}  # the load / unload tests (from loopback, no token)
+
+
+@pytest.fixture(scope="module")
 def client(target: str):
     client = triton.InferenceServerClient(url=target)
     yield client

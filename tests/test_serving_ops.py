@@ -36,7 +36,7 @@ RED_PNG = encode(solid((255, 0, 0)))
 
 @pytest.fixture(scope="module")
 def server_overrides() -> dict[str, object]:
-    return {"metrics_port": 0}
+    return {"metrics_port": 0, "model_control": "explicit"}
 
 
 def health_status(ch: grpc.Channel, service: str) -> int:

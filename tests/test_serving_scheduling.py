@@ -44,6 +44,11 @@ CONFIGS = {
 
 
 @pytest.fixture(scope="module")
+def server_overrides() -> dict[str, object]:
+    return {"model_control": "explicit"}  # test_reload_while_a_request_is_queued loads over gRPC
+
+
+@pytest.fixture(scope="module")
 def repo_path(repo_path: Path) -> Path:
     """The shared test repository plus a model per batching setting."""
     for name, config in CONFIGS.items():

@@ -28,6 +28,7 @@ from artforge.serving.options import (
     DEFAULT_MAX_MESSAGE_MB,
     DEFAULT_MAX_REQUEST_BATCH,
     DEFAULT_QUEUE_SIZE,
+    MODEL_CONTROL_MODES,
     ServerOptions,
 )
 
@@ -38,7 +39,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_repository(parser, "model repository folder (Triton layout: <repo>/<name>/<version>/model.onnx)")
     add_backend(parser)
     net = parser.add_argument_group("network")
-    net.add_argument("--host", default=ServerOptions.host, help="address to listen on (0.0.0.0: every interface)")
+    net.add_argument("--host", default=ServerOptions.host,
+                     help="address to listen on: loopback reaches this machine only, 0.0.0.0 every interface "
+                          "(containers, Kubernetes; set --token too, see docs/security.md)")
     net.add_argument("--port", type=port, default=ServerOptions.port,
                      help="gRPC port, both services (0 = any free port)")
     net.add_argument("--http-port", type=port, default=ServerOptions.http_port,
@@ -46,12 +49,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     net.add_argument("--no-http", action="store_true", help="do not serve HTTP (gRPC only)")
     net.add_argument("--metrics-port", type=port, default=ServerOptions.metrics_port,
                      help="Prometheus /metrics HTTP port (0 = any free port)")
+    net.add_argument("--metrics-host", metavar="HOST",
+                     help="address the metrics port listens on (default: --host)")
     net.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     net.add_argument("--tls-cert", type=Path, metavar="PEM", help="PEM certificate chain; serve TLS (needs --tls-key)")
     net.add_argument("--tls-key", type=Path, metavar="PEM", help="PEM private key of --tls-cert")
     net.add_argument("--token", default=None,
-                     help=f"require 'authorization: Bearer TOKEN' on every call except health "
-                          f"(default: ${TOKEN_ENV}; prefer the variable, command lines are visible to other users)")
+                     help=f"require 'authorization: Bearer TOKEN' on every call and on /metrics, except the "
+                          f"overall health check (default: ${TOKEN_ENV}; prefer the variable, command lines are "
+                          f"visible to other users)")
+    net.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default=ServerOptions.model_control,
+                     help="none: RepositoryModelLoad/Unload are refused (SIGHUP still reloads every model); "
+                          "explicit: allowed with --token, or from this machine when no token is set")
     batch_defaults = ", ".join(f"{size} for {kind}s" for kind, size in DEFAULT_MAX_BATCH.items())
     sched = parser.add_argument_group("scheduling (per model; default: the model's config.pbtxt)")
     sched.add_argument("--max-batch-size", type=positive_int, metavar="N",
@@ -97,7 +106,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
     """The ServerOptions `artforge serve` arguments describe."""
     return ServerOptions(
         repo=repository_path(args), host=args.host, port=args.port,
-        metrics_port=None if args.no_metrics else args.metrics_port,
+        metrics_port=None if args.no_metrics else args.metrics_port, metrics_host=args.metrics_host,
         http_port=None if args.no_http else args.http_port,
         backend=args.backend, threads=args.threads, workers=args.workers,
         max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
@@ -108,7 +117,7 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
         max_memory=None if args.max_memory is None else int(args.max_memory * 1024 * 1024),
         tile_above_mp=args.tile_above, tile=args.tile,
         tls_cert=args.tls_cert, tls_key=args.tls_key, token=args.token or os.environ.get(TOKEN_ENV) or None,
-        grace_s=args.grace)
+        model_control=args.model_control, grace_s=args.grace)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ DEFAULT_CALIBRATION_SIZE = 256
 DEFAULT_AUTO_EXCLUDE = 3
 
 # ------------------------------------------------- TensorRT (build-engine)
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+ENGINE_PRECISIONS = contract.ENGINE_PRECISIONS
 DEFAULT_ENGINE_PRECISION = "fp16"
 INSTANCE_NORM_MODES = ("auto", "native", "decomposed")
 DEFAULT_INSTANCE_NORM = "auto"

@@ -15,6 +15,9 @@ image_requests and kserve_requests (what every front end serves, in plain
 Python), kserve and image_api (the two gRPC services), http/ (the HTTP front
 end), tensors (KServe datatypes), settings
 (config.pbtxt + flags), calls / status (errors to gRPC codes, metrics and
-statistics per request), metrics (Prometheus), auth (bearer token),
-options (ServerOptions; `artforge serve` builds one in artforge/cli/serve.py).
+statistics per request), metrics (Prometheus), auth (bearer token, model
+control), health (overall and per-model health), request_decoding
+(undecodable requests answered INVALID_ARGUMENT), memory (the request
+memory budget), options (ServerOptions; `artforge serve` builds one in
+artforge/cli/serve.py). docs/security.md says what is exposed to whom.
 """

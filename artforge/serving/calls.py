@@ -68,7 +68,7 @@ class Calls:
             self._record(method, model, grpc.StatusCode.CANCELLED, started, per_model)
             raise
         except Exception as error:
-            code, message = status_of(error, method)
+            code, message = status_of(error, method, self._manager.repo.path)
             self._record(method, model, code, started, per_model)
             return None, code, message
         self._record(method, model, OK, started, per_model)

@@ -27,7 +27,7 @@ from typing import TypeVar
 import numpy as np
 
 from artforge import defaults
-from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError
+from artforge.errors import InvalidInputError, ResourceExhaustedError, WrongKindError, quoted
 from artforge.runtime import pipeline, tiling
 from artforge.runtime.backends import TensorSpec
 from artforge.runtime.grid import tile_grid
@@ -88,7 +88,7 @@ def output_format(fmt: str, quality: int) -> tuple[str, int]:
     if fmt == "jpg":
         fmt = "jpeg"
     if fmt and fmt not in FORMATS:
-        raise InvalidInputError(f"format {fmt!r} is not supported; use png, jpeg or webp (or leave it empty)")
+        raise InvalidInputError(f"format {quoted(fmt)} is not supported; use png, jpeg or webp (or leave it empty)")
     if not 0 <= quality <= 100:
         raise InvalidInputError(f"quality must be from 1 to 100 (0 = {defaults.QUALITY}), got {quality}")
     return fmt, quality or defaults.QUALITY

@@ -116,14 +116,15 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,
                                   context: grpc.aio.ServicerContext):
         async def work() -> pb.RepositoryModelLoadResponse:
-            await self._requests.load(request.model_name, _params(request.parameters), request.repository_name)
+            await self._requests.load(request.model_name, _params(request.parameters), context.peer(),
+                                      request.repository_name)
             return pb.RepositoryModelLoadResponse()
         return await self._calls.unary("RepositoryModelLoad", request.model_name, context, work, per_model=False)
 
     async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
                                     context: grpc.aio.ServicerContext):
         async def work() -> pb.RepositoryModelUnloadResponse:
-            await self._requests.unload(request.model_name, request.repository_name)
+            await self._requests.unload(request.model_name, context.peer(), request.repository_name)
             return pb.RepositoryModelUnloadResponse()
         return await self._calls.unary("RepositoryModelUnload", request.model_name, context, work, per_model=False)
 

@@ -21,6 +21,7 @@ Choices where the protocol leaves room:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -32,16 +33,18 @@ from google.protobuf import json_format
 
 import artforge
 from artforge import contract
-from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError
+from artforge.errors import InvalidInputError, NotFoundError, ResourceExhaustedError, listed, quoted, shortened
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import model_config_pb2 as mc
 from artforge.runtime import pipeline
 from artforge.runtime.backends import TensorSpec
 from artforge.runtime.models import Stylizer
 from artforge.serving import memory
+from artforge.serving.auth import check_model_control
 from artforge.serving.calls import deadline_in
 from artforge.serving.model_manager import READY, ModelEntry, ModelManager, ServingModel
 from artforge.serving.options import ServerOptions
+from artforge.serving.settings import check_override
 from artforge.serving.tensors import config_type, convert, datatype_of
 
 T = TypeVar("T")
@@ -84,8 +87,9 @@ def timeout_s(parameters: Mapping[str, Param]) -> float | None:
     if "timeout" not in parameters:
         return None
     micros = parameters["timeout"]
-    if isinstance(micros, bool) or not isinstance(micros, (int, float)) or micros < 0:
-        raise InvalidInputError(f"parameter 'timeout' must be a non-negative number of microseconds, got {micros!r}")
+    if isinstance(micros, bool) or not isinstance(micros, (int, float)) or not math.isfinite(micros) or micros < 0:
+        raise InvalidInputError(f"parameter 'timeout' must be a finite, non-negative number of microseconds, "
+                                f"got {quoted(micros)}")
     return micros / 1e6 if micros else None
 
 
@@ -200,9 +204,12 @@ class KServeRequests:
     # -- repository -------------------------------------------------------------------
 
     def _check_repository(self, name: str) -> None:
-        if name and name != self._manager.repo.path.name:
-            raise NotFoundError(f"no repository named {name!r}; this server serves "
-                                f"{self._manager.repo.path.name!r} (or leave repository_name empty)")
+        if name and name != self._manager.repository_name:
+            raise NotFoundError(f"no repository named {quoted(name)}; this server serves "
+                                f"{self._manager.repository_name!r} (or leave repository_name empty)")
+
+    def _check_control(self, call: str, peer: str) -> None:
+        check_model_control(self._options.model_control, bool(self._options.token), peer, call)
 
     def _index_rows(self, entries: dict[str, ModelEntry], ready_only: bool,
                     ) -> list[pb.RepositoryIndexResponse.ModelIndex]:
@@ -232,24 +239,29 @@ class KServeRequests:
         entries = {e.name: e for e in self._manager.entries()}
         return await self._run(self._index_rows, entries, ready_only)
 
-    async def load(self, name: str, parameters: Mapping[str, Param], repository: str = "") -> None:
-        """Load (or reload) a model; the only parameter is `config`, a JSON configuration replacing config.pbtxt."""
+    async def load(self, name: str, parameters: Mapping[str, Param], peer: str, repository: str = "",
+                   call: str = "RepositoryModelLoad") -> None:
+        """Load (or reload) a model when model control allows it to `peer` (auth.check_model_control); the only
+        parameter is `config`, a JSON configuration replacing config.pbtxt."""
+        self._check_control(call, peer)
         self._check_repository(repository)
         override = None
         for key, value in parameters.items():
             if key != "config":
-                raise InvalidInputError(f"load parameter {key!r} is not supported; the only one is 'config' "
-                                        "(a JSON model configuration that replaces config.pbtxt)")
+                raise InvalidInputError(f"load parameter {quoted(key)} is not supported; the only one is "
+                                        "'config' (a JSON model configuration that replaces config.pbtxt)")
             try:
                 if not isinstance(value, str):
                     raise json_format.ParseError("it must be a string holding JSON")
                 override = json_format.Parse(value, mc.ModelConfig(), ignore_unknown_fields=True)
-            except json_format.ParseError as error:
+            except (json_format.ParseError, RecursionError) as error:
                 raise InvalidInputError(f"load parameter 'config' is not a valid JSON model "
-                                        f"configuration ({error})") from None
+                                        f"configuration ({shortened(str(error), 200)})") from None
+            check_override(override)
         await self._manager.load(name, config=override)
 
-    async def unload(self, name: str, repository: str = "") -> None:
+    async def unload(self, name: str, peer: str, repository: str = "", call: str = "RepositoryModelUnload") -> None:
+        self._check_control(call, peer)
         self._check_repository(repository)
         await self._manager.unload(name)
 
@@ -262,7 +274,7 @@ class KServeRequests:
         with self._manager.use(request.model, request.version) as served:
             for key in ("sequence_id", "sequence_start", "sequence_end"):
                 if key in request.parameters:
-                    raise InvalidInputError(f"parameter {key!r}: sequence batching is not supported; "
+                    raise InvalidInputError(f"parameter {quoted(key)}: sequence batching is not supported; "
                                             "artforge models are stateless")
             deadline = deadline_in(transport_timeout_s, timeout_s(request.parameters))
             served.batcher.check_room()
@@ -287,18 +299,18 @@ class KServeRequests:
         names = [t.name for t in request.inputs]
         if set(names) != set(specs) or len(names) != len(set(names)):
             raise InvalidInputError(f"model {model.name} takes input(s) {describe_inputs(served)}; the request has "
-                                    f"{', '.join(repr(n) for n in names) or 'none'}")
+                                    f"{listed([quoted(n) for n in names], most=4)}")
         outputs = {s.name: s for s in model.outputs}
         for output in request.outputs:
             if output.name not in outputs:
-                raise InvalidInputError(f"model {model.name} has no output {output.name!r}; outputs: "
+                raise InvalidInputError(f"model {model.name} has no output {quoted(output.name)}; outputs: "
                                         f"{', '.join(outputs)}")
             if "classification" in output.parameters:
                 count = output.parameters["classification"]
                 if isinstance(count, bool) or not isinstance(count, int) or count < 1 \
                         or len(outputs[output.name].shape) != 2:
-                    raise InvalidInputError(f"output {output.name!r}: classification needs a positive int64 class "
-                                            "count and a [batch, classes] output")
+                    raise InvalidInputError(f"output {quoted(output.name)}: classification needs a positive int64 "
+                                            "class count and a [batch, classes] output")
         feeds = {}
         for tensor in request.inputs:
             spec = specs[tensor.name]

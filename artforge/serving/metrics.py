@@ -12,14 +12,20 @@ Beside artforge's own metrics, Triton's per-model counters
 read from each model's KServe statistics at scrape time, so dashboards
 built for Triton work unchanged.
 
-Only /metrics answers (other paths are 404): prometheus_client's own
-server answers the metrics on every path, so an HTTP readiness probe aimed
-at the metrics port by mistake would always have said "ready".
+The endpoint follows the gRPC port's rules: with a token it answers 401
+unless the scrape sends `Authorization: Bearer <token>` (Prometheus:
+`authorization: {credentials_file: ...}`), and with TLS it is HTTPS with
+the same certificate. prometheus_client's own start_http_server can do
+neither check (and answers the metrics on every path, so an HTTP readiness
+probe aimed at this port by mistake would always read "ready"), so this
+module serves its WSGI app itself, at /metrics only (404 elsewhere).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
@@ -30,7 +36,10 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 
+from artforge.serving.auth import BearerToken
 from artforge.serving.statistics import ModelStats
+
+log = logging.getLogger("artforge.serving")
 
 # Latencies from sub-millisecond (tiny models) to tens of seconds (big stylizations).
 _SECONDS = (.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
@@ -94,16 +103,25 @@ class Metrics:
             except KeyError:
                 pass
 
-    def start_http(self, host: str, port: int) -> int:
-        """Serve /metrics in a daemon thread; returns the bound port (port 0 picks one)."""
+    def start_http(self, host: str, port: int, token: BearerToken | None = None,
+                   tls: ssl.SSLContext | None = None) -> int:
+        """Serve /metrics in a daemon thread; returns the bound port (port 0 picks one).
+
+        With `token`, a scrape must send it; with `tls`, the endpoint is HTTPS.
+        """
         family, _, _, _, address = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM,
                                                       flags=socket.AI_PASSIVE)[0]
 
         class Server(_MetricsHTTPServer):
             address_family = family
 
-        httpd = make_server(str(address[0]), port, _metrics_path_only(make_wsgi_app(self.registry)), Server,
+        app = _metrics_path_only(make_wsgi_app(self.registry))
+        httpd = make_server(str(address[0]), port, app if token is None else _guarded(app, token), Server,
                             handler_class=_QuietHandler)
+        if tls is not None:
+            # The handshake happens on the first read, in the request's thread: a client that never
+            # finishes it holds one thread, not the accepting loop.
+            httpd.socket = tls.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         self._http = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="artforge-metrics", daemon=True)
         self._thread.start()
@@ -123,6 +141,23 @@ class _QuietHandler(WSGIRequestHandler):
 
 class _MetricsHTTPServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that is not speaking TLS to an HTTPS port, or that hangs up: not worth a traceback.
+        log.debug("metrics request from %s failed", client_address, exc_info=True)
+
+
+def _guarded(app: Callable, token: BearerToken) -> Callable:
+    """The WSGI app behind a bearer-token check (401 with WWW-Authenticate without it)."""
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not token.accepts(environ.get("HTTP_AUTHORIZATION")):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                                ("WWW-Authenticate", 'Bearer realm="artforge metrics"')])
+            return [b"missing or wrong credentials: send the header 'Authorization: Bearer <token>'\n"]
+        return app(environ, start_response)
+
+    return guarded
 
 
 def _metrics_path_only(app: Callable) -> Callable:

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, NotFoundError
+from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, NotFoundError, listed, quoted
 from artforge.proto.inference import model_config_pb2
 from artforge.runtime.models import Model
 from artforge.runtime.repository import Repository
@@ -32,7 +32,7 @@ from artforge.serving.metrics import Metrics
 from artforge.serving.options import ServerOptions
 from artforge.serving.settings import ModelSettings, read_config, resolve_settings
 from artforge.serving.statistics import ModelStats
-from artforge.serving.status import ModelNotReadyError
+from artforge.serving.status import ModelNotReadyError, for_client
 
 T = TypeVar("T")
 log = logging.getLogger("artforge.serving")
@@ -105,6 +105,11 @@ class ModelManager:
     def entries(self) -> list[ModelEntry]:
         return [self._entries[name] for name in sorted(self._entries)]
 
+    @property
+    def repository_name(self) -> str:
+        """The repository's folder name: what KServe calls the repository, and how messages to clients name it."""
+        return self.repo.path.resolve().name
+
     def label(self, name: str) -> str:
         """`name` when it is one of the repository's models, else "" (for metric labels)."""
         return name if name in self._entries else ""
@@ -116,15 +121,15 @@ class ModelManager:
         """The loaded model for a request: NotFoundError, InvalidInputError or ModelNotReadyError otherwise."""
         entry = self._entries.get(name)
         if entry is None:
-            available = ", ".join(sorted(self._entries)) or "none"
-            raise NotFoundError(f"no model named {name!r} on this server; available: {available}")
+            raise NotFoundError(f"no model named {quoted(name)} on this server; available: "
+                                f"{listed(sorted(self._entries))}")
         if entry.served is None:
             reason = entry.reason or ("it is loading" if entry.state == LOADING else "it has not been loaded")
             raise ModelNotReadyError(f"model {name} is not ready: {reason}")
         served = entry.served
         if version:
             if not (version.isascii() and version.isdigit()):
-                raise InvalidInputError(f"a model version must be a whole number, got {version!r}")
+                raise InvalidInputError(f"a model version must be a whole number, got {quoted(version)}")
             if int(version) != served.version:
                 raise NotFoundError(f"model {name} has no version {version} loaded; this server serves "
                                     f"version {served.version}, the latest in the repository")
@@ -169,8 +174,7 @@ class ModelManager:
         """
         names = await self._run(self.repo.names)
         if name not in names:
-            available = ", ".join(names) or "none: the repository is empty"
-            raise NotFoundError(f"no model named {name!r} in {self.repo.path}; available: {available}")
+            raise NotFoundError(f"no model named {quoted(name)} in the repository; available: {listed(names)}")
         entry = self._entries.setdefault(name, ModelEntry(name))
         async with entry.lock:
             if entry.served is None:
@@ -183,7 +187,7 @@ class ModelManager:
                     log.error("model %s: unexpected load failure", name, exc_info=error)
                     error = ModelLoadError(f"model {name} cannot be loaded ({type(error).__name__}: {error})")
                 if entry.served is None:
-                    entry.state, entry.reason = UNAVAILABLE, str(error)
+                    entry.state, entry.reason = UNAVAILABLE, for_client(str(error), self.repo.path)
                     await self._notify(name, False)
                 raise error from None
             stats = ModelStats(name, model.version or 1)
@@ -214,8 +218,7 @@ class ModelManager:
             names = await self._run(self.repo.names)
             if name in names:
                 return  # in the repository but never loaded: nothing to do
-            raise NotFoundError(f"no model named {name!r} in {self.repo.path}; available: "
-                                f"{', '.join(names) or 'none'}")
+            raise NotFoundError(f"no model named {quoted(name)} in the repository; available: {listed(names)}")
         async with entry.lock:
             old, entry.served = entry.served, None
             entry.state, entry.reason = UNAVAILABLE, "unloaded by a RepositoryModelUnload request"

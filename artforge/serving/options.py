@@ -25,16 +25,23 @@ DEFAULT_MAX_BATCH = {contract.CLASSIFIER: 64, contract.GENERATOR: 64, contract.S
 DEFAULT_QUEUE_SIZE = 128
 #: seconds in-flight requests get to finish after SIGTERM
 DEFAULT_GRACE_S = 10.0
+#: loopback: a server reachable from the network is a decision (--host 0.0.0.0), see docs/decisions.md
+DEFAULT_HOST = "127.0.0.1"
+#: RepositoryModelLoad / Unload: off (the default, as in Triton), or on for the token holder / loopback (auth.py)
+MODEL_CONTROL_MODES = ("none", "explicit")
 
 
 @dataclass
 class ServerOptions:
     repo: Path
-    host: str = "0.0.0.0"
+    #: address the gRPC port listens on ("0.0.0.0": every interface, as containers need)
+    host: str = DEFAULT_HOST
     #: gRPC port; 0 picks a free one (the bound port is logged and returned by Server.start)
     port: int = 8001
     #: Prometheus HTTP port; None disables the endpoint, 0 picks a free one
     metrics_port: int | None = 8002
+    #: address the metrics port listens on; None = `host`
+    metrics_host: str | None = None
     #: HTTP/REST port (KServe v2 REST, image endpoints, web page); None disables it, 0 picks a free one
     http_port: int | None = 8000
     backend: str = "auto"
@@ -67,6 +74,9 @@ class ServerOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token: str | None = None
+    #: "none": RepositoryModelLoad / Unload are refused (SIGHUP still reloads); "explicit": allowed with the
+    #: token, or from loopback when no token is set (auth.py)
+    model_control: str = "none"
 
     grace_s: float = DEFAULT_GRACE_S
 

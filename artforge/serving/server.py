@@ -21,9 +21,11 @@ and server reflection. The HTTP front end (serving/http: KServe v2 REST,
 image endpoints, the web page) is uvicorn on the same event loop, calling
 the same request objects, so both protocols share the models, batchers,
 memory budget and worker pool. Prometheus metrics are served over HTTP on
-their own port. SIGTERM / SIGINT drain both front ends gracefully (health
-goes NOT_SERVING, no new requests, in-flight ones get `grace_s` to finish,
-exit 0); SIGHUP reloads every model from the repository.
+their own port. Who may call what (token, model control, open health) is
+auth.py's; docs/security.md has the whole picture. SIGTERM / SIGINT drain
+both front ends gracefully (health goes NOT_SERVING, no new requests,
+in-flight ones get `grace_s` to finish, exit 0); SIGHUP reloads every model
+from the repository.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Coroutine
@@ -44,15 +47,15 @@ from pathlib import Path
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from artforge.errors import InvalidInputError
 from artforge.proto.artforge.v1 import image_service_pb2, image_service_pb2_grpc
 from artforge.proto.inference import grpc_service_pb2, grpc_service_pb2_grpc, model_config_pb2
 from artforge.runtime.repository import Repository
-from artforge.serving.auth import BearerTokenInterceptor
+from artforge.serving.auth import BearerToken, BearerTokenInterceptor, is_loopback
 from artforge.serving.calls import Calls
+from artforge.serving.health import HealthServicer
 from artforge.serving.http.app import Services, build_app
 from artforge.serving.http.listener import HttpListener
 from artforge.serving.http.listener import bind as bind_http
@@ -63,6 +66,7 @@ from artforge.serving.kserve_requests import KServeRequests
 from artforge.serving.metrics import Metrics
 from artforge.serving.model_manager import ModelManager
 from artforge.serving.options import ServerOptions
+from artforge.serving.request_decoding import RequestDecodingInterceptor
 
 log = logging.getLogger("artforge.serving")
 
@@ -91,6 +95,39 @@ def _read(path: Path, what: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise InvalidInputError(f"{what} {path} cannot be read ({error.strerror})") from None
+
+
+class _EncryptedKeyError(Exception):
+    pass
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKeyError  # instead of OpenSSL prompting for a passphrase on the terminal
+
+
+def _tls(cert: Path, key: Path) -> tuple[grpc.ServerCredentials, ssl.SSLContext]:
+    """gRPC credentials and an ssl context (for the metrics port) from a PEM certificate chain and its key.
+
+    The pair is checked here: gRPC reports a key that does not match its
+    certificate only as a failed bind.
+    """
+    cert_pem, key_pem = _read(cert, "TLS certificate"), _read(key, "TLS key")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cadata=cert_pem.decode("ascii", errors="replace"))
+    except (ssl.SSLError, ValueError):
+        raise InvalidInputError(f"TLS certificate {cert} holds no PEM certificate (--tls-cert)") from None
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except _EncryptedKeyError:
+        raise InvalidInputError(f"TLS key {key} is encrypted; the server needs it unencrypted (--tls-key)") from None
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise InvalidInputError(f"TLS key {key} does not belong to the certificate {cert} (--tls-key, "
+                                    "--tls-cert)") from None
+        raise InvalidInputError(f"TLS key {key} holds no PEM private key, or its certificate chain {cert} is "
+                                f"malformed (--tls-key, --tls-cert: {error.reason or error})") from None
+    return grpc.ssl_server_credentials([(key_pem, cert_pem)]), context
 
 
 def _address(host: str, port: int) -> str:
@@ -136,15 +173,40 @@ def _bind_grpc(server: grpc.aio.Server, host: str, port: int, credentials: grpc.
     raise InvalidInputError(f"cannot listen on {address}: {problem}{hint}")
 
 
-def _bind_metrics(metrics: Metrics, host: str, port: int) -> int:
+def _bind_metrics(metrics: Metrics, host: str, port: int, token: BearerToken | None,
+                  tls: ssl.SSLContext | None) -> int:
     address = _address(host, port)
     try:
-        return metrics.start_http(host, port)
+        return metrics.start_http(host, port, token, tls)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise InvalidInputError(f"cannot serve metrics on {address}: the port is in use (another server?); "
                                     "pick another --metrics-port, 0 for any free port, or --no-metrics") from None
         raise InvalidInputError(f"cannot serve metrics on {address}: {error.strerror or error}") from None
+
+
+def _is_loopback_host(host: str) -> bool:
+    """Whether a listen address reaches only this machine ("localhost", 127.0.0.1, ::1)."""
+    if host.strip("[]") == "localhost":
+        return True
+    return is_loopback(f"ipv6:[{host.strip('[]')}]:0" if ":" in host else f"ipv4:{host}:0")
+
+
+def exposure_warning(options: ServerOptions) -> str | None:
+    """What to warn about when the network can reach the server without a token, or see the token in the clear
+    (None when it listens on loopback only, or has both)."""
+    hosts = {options.host} | ({options.metrics_host or options.host} if options.metrics_port is not None else set())
+    exposed = sorted(host for host in hosts if not _is_loopback_host(host))
+    if not exposed:
+        return None
+    where = " and ".join(exposed)
+    if not options.token:
+        return (f"listening on {where} without --token: anyone who can reach the port can run the models and read "
+                "their metadata and metrics (docs/security.md)")
+    if options.tls_cert is None:
+        return (f"listening on {where} without TLS: the token crosses the network in the clear; add "
+                "--tls-cert/--tls-key or put a TLS proxy in front (docs/security.md)")
+    return None
 
 
 class AsyncServer:
@@ -161,15 +223,16 @@ class AsyncServer:
         self._server: grpc.aio.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.manager: ModelManager | None = None
-        self.health = health_aio.HealthServicer()
+        self.token = BearerToken(options.token) if options.token else None
+        self.health = HealthServicer(self.token)
 
-    def _credentials(self) -> grpc.ServerCredentials | None:
+    def _tls(self) -> tuple[grpc.ServerCredentials, ssl.SSLContext] | None:
         cert, key = self.options.tls_cert, self.options.tls_key
         if cert is None and key is None:
             return None
         if cert is None or key is None:
             raise InvalidInputError("TLS needs both --tls-cert and --tls-key (PEM files)")
-        return grpc.ssl_server_credentials([(_read(key, "TLS key"), _read(cert, "TLS certificate"))])
+        return _tls(cert, key)
 
     async def _health_changed(self, name: str, ready: bool | None) -> None:
         status = SERVICE_UNKNOWN if ready is None else SERVING if ready and not self._draining else NOT_SERVING
@@ -185,8 +248,10 @@ class AsyncServer:
         """
         options = self.options
         repo = Repository(options.repo)
-        credentials = self._credentials()
-        interceptors = [BearerTokenInterceptor(options.token)] if options.token else []
+        tls = self._tls()
+        # The token is checked first, so an unauthenticated client's bytes are never parsed.
+        interceptors: list[grpc.aio.ServerInterceptor] = [BearerTokenInterceptor(self.token)] if self.token else []
+        interceptors.append(RequestDecodingInterceptor(self.metrics))
         await self.health.set("", NOT_SERVING)
 
         limit = options.max_message_bytes
@@ -197,9 +262,10 @@ class AsyncServer:
         server = grpc.aio.server(interceptors=interceptors, options=channel_options,
                                  maximum_concurrent_rpcs=options.max_concurrent_rpcs)
         self._server = server
-        port = _bind_grpc(server, options.host, options.port, credentials)
+        port = _bind_grpc(server, options.host, options.port, tls[0] if tls else None)
         if options.metrics_port is not None:
-            self.metrics_port = _bind_metrics(self.metrics, options.host, options.metrics_port)
+            self.metrics_port = _bind_metrics(self.metrics, self._metrics_host, options.metrics_port, self.token,
+                                              tls[1] if tls else None)
         if options.http_port is not None:
             self._http = HttpListener(bind_http(options.host, options.http_port,
                                                 _address(options.host, options.http_port)),
@@ -227,12 +293,22 @@ class AsyncServer:
         self.port = port
         if self._http is not None:
             app = build_app(Services(kserve, images, Calls(self.manager, self.metrics, "http"), self.manager,
-                                     self._executor, options))
+                                     self._executor, options, self.token))
             await self._http.start(app, options.grace_s, options.max_concurrent_rpcs)
             self.http_port = self._http.port
         await self.health.set("", SERVING if self.manager.any_ready() else NOT_SERVING)
         self._log_started()
+        self._warn_if_exposed()
         return port
+
+    @property
+    def _metrics_host(self) -> str:
+        return self.options.metrics_host or self.options.host
+
+    def _warn_if_exposed(self) -> None:
+        warning = exposure_warning(self.options)
+        if warning:
+            log.warning("%s", warning)
 
     def _log_started(self) -> None:
         assert self.manager is not None
@@ -242,12 +318,12 @@ class AsyncServer:
                 models.append(f"{entry.name} v{entry.served.version} ({entry.served.model.backend_name})")
             else:
                 models.append(f"{entry.name} (NOT READY: {entry.reason})")
-        metrics = f"{_address(self.options.host, self.metrics_port)}" if self.metrics_port is not None else "off"
+        metrics = f"{_address(self._metrics_host, self.metrics_port)}" if self.metrics_port is not None else "off"
         http = f"{_address(self.options.host, self.http_port)}" if self.http_port is not None else "off"
         tls = " (TLS)" if self.options.tls_cert else ""
-        log.info("artforge serving %d model(s): %s | grpc %s%s | metrics %s | http %s%s", len(models),
-                 "; ".join(models) or "none", _address(self.options.host, self.port or 0), tls, metrics,
-                 http, tls if self.http_port is not None else "")
+        log.info("artforge serving %d model(s): %s | grpc %s%s | metrics %s | http %s%s | model control %s",
+                 len(models), "; ".join(models) or "none", _address(self.options.host, self.port or 0), tls, metrics,
+                 http, tls if self.http_port is not None else "", self.options.model_control)
 
     async def reload(self) -> None:
         """Reload every model (SIGHUP)."""

@@ -24,12 +24,23 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from artforge import defaults
-from artforge.errors import ModelLoadError
+from artforge.errors import InvalidInputError, ModelLoadError
 from artforge.proto.inference import model_config_pb2
 from artforge.runtime.models import Model
 from artforge.serving.options import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_SIZE, ServerOptions
 
 CONFIG_FILE = "config.pbtxt"
+
+# Bounds on the configuration a RepositoryModelLoad request sends: config.pbtxt is the operator's, this
+# one comes over the network, and one number (a queue delay of an hour) can stall every request.
+#: most rows per graph run
+MAX_OVERRIDE_BATCH = 1024
+#: longest wait for a batch to fill (1 s; online serving waits milliseconds)
+MAX_OVERRIDE_QUEUE_DELAY_US = 1_000_000
+#: most requests waiting per model
+MAX_OVERRIDE_QUEUE_SIZE = 4096
+#: most concurrent graph runs per model, all instance groups together
+MAX_OVERRIDE_INSTANCES = 32
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,29 @@ def read_config(folder: Path) -> model_config_pb2.ModelConfig | None:
         return text_format.Parse(text, model_config_pb2.ModelConfig(), allow_unknown_field=True)
     except text_format.ParseError as error:
         raise ModelLoadError(f"{path} is not a valid Triton model configuration ({error})") from None
+
+
+def _check_bound(value: int, low: int, high: int, field: str, meaning: str) -> None:
+    if not low <= value <= high:
+        raise InvalidInputError(f"load parameter 'config': {field} is {value}; it must be from {low} to {high} "
+                                f"({meaning})")
+
+
+def check_override(config: model_config_pb2.ModelConfig) -> None:
+    """Refuse a RepositoryModelLoad configuration whose scheduling fields are out of bounds (InvalidInputError,
+    one sentence naming the field and its range)."""
+    _check_bound(config.max_batch_size, 0, MAX_OVERRIDE_BATCH, "max_batch_size", "0 = the default")
+    batching = config.dynamic_batching
+    for size in batching.preferred_batch_size:
+        _check_bound(size, 1, MAX_OVERRIDE_BATCH, "dynamic_batching.preferred_batch_size", "rows")
+    _check_bound(batching.max_queue_delay_microseconds, 0, MAX_OVERRIDE_QUEUE_DELAY_US,
+                 "dynamic_batching.max_queue_delay_microseconds", "at most one second")
+    _check_bound(batching.default_queue_policy.max_queue_size, 0, MAX_OVERRIDE_QUEUE_SIZE,
+                 "dynamic_batching.default_queue_policy.max_queue_size", "0 = the default")
+    for group in config.instance_group:
+        _check_bound(group.count, 0, MAX_OVERRIDE_INSTANCES, "instance_group.count", "0 = 1")
+    _check_bound(sum(max(group.count, 1) for group in config.instance_group), 0, MAX_OVERRIDE_INSTANCES,
+                 "the sum of instance_group counts", "concurrent graph runs")
 
 
 def _positive(value: float | None, what: str) -> None:

@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from artforge.errors import InvalidInputError
+from artforge.errors import InvalidInputError, quoted
 from artforge.proto.inference import grpc_service_pb2 as pb
 from artforge.proto.inference import model_config_pb2 as mc
 
@@ -88,7 +88,7 @@ def _declared(datatype: str, shape: tuple[int, ...], what: str) -> tuple[np.dtyp
     """The numpy dtype and element count of a declared datatype and shape (checked)."""
     dtype = DATATYPES.get(datatype)
     if dtype is None:
-        raise InvalidInputError(f"{what} has datatype {datatype!r}; supported: {_SUPPORTED}")
+        raise InvalidInputError(f"{what} has datatype {quoted(datatype)}; supported: {_SUPPORTED}")
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"{what} has shape {_describe_shape(shape)}; dimensions must not be negative")
     return dtype, int(np.prod(shape, dtype=object)) if shape else 1
@@ -117,7 +117,7 @@ def _in_range(wide: np.ndarray, dtype: np.dtype, datatype: str, what: str) -> np
 
 def parse_input(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
     """One gRPC request input as a numpy array of its declared datatype and shape."""
-    what = f"input '{tensor.name}'"
+    what = f"input {quoted(tensor.name)}"
     shape = tuple(tensor.shape)
     dtype, count = _declared(tensor.datatype, shape, what)
     typed = tensor.HasField("contents") and tensor.contents.ByteSize() > 0

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from artforge import contract
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, ResourceExhaustedError
 from artforge.files import file_sha256
 from artforge.runtime.backends.base import Backend, Probe, TensorSpec
@@ -57,7 +58,7 @@ PLAN_FILE = "model.plan"
 PLAN_META_FILE = "model.plan.json"
 #: version of model.plan.json's layout; a reader refuses a newer one
 PLAN_FORMAT = 1
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = contract.ENGINE_PRECISIONS
 #: environment: how many execution contexts one loaded engine may create
 ENV_CONTEXTS = "ARTFORGE_TRT_CONTEXTS"
 #: environment: "1" captures and replays a CUDA graph while the input shape stays the same

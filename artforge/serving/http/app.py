@@ -7,7 +7,6 @@ the same code after their wire format is read.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import artforge
+from artforge.serving.auth import BearerToken
 from artforge.serving.calls import Calls
 from artforge.serving.http import schemas
 from artforge.serving.http.errors import HttpError, http_error
@@ -45,6 +45,7 @@ class Services:
     manager: ModelManager
     executor: Executor
     options: ServerOptions
+    token: BearerToken | None = None
 
     async def answer(self, method: str, model: str, work: Callable[[], Awaitable[T]], per_model: bool = True) -> T:
         """Run one request through Calls (metrics, statistics, status); raise its HttpError when it fails."""
@@ -62,18 +63,23 @@ class Services:
         return result  # type: ignore[return-value]  # OK means work() returned
 
 
-def token_check(token: str | None) -> Callable[..., Awaitable[None]]:
-    """A route dependency: the bearer token when the server has one (documented as the HTTPBearer scheme)."""
+def token_check(token: BearerToken | None) -> Callable[..., Awaitable[None]]:
+    """A route dependency: the bearer token when the server has one (auth.BearerToken, the check gRPC uses;
+    documented in OpenAPI as the HTTPBearer scheme)."""
     bearer = HTTPBearer(auto_error=False, description="the server's --token, when it has one")
-    expected = (token or "").encode()
 
-    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if not token:
-            return
-        given = credentials.credentials.strip().encode() if credentials is not None else b""
-        if credentials is None or not hmac.compare_digest(given, expected):
+    async def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if token is not None and not token.accepts(request.headers.get("authorization")):
             raise HttpError(401, UNAUTHENTICATED_MESSAGE, {"WWW-Authenticate": "Bearer"})
     return check
+
+
+def peer_of(request: Request) -> str:
+    """The caller's address in gRPC's peer form ("ipv4:HOST:PORT"), for auth.check_model_control."""
+    if request.client is None:
+        return ""
+    host, port = request.client.host, request.client.port
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -98,7 +104,7 @@ def build_app(services: Services) -> FastAPI:
         title="artforge", version=artforge.__version__, docs_url=None, redoc_url=None,
         description="KServe v2 / Open Inference Protocol over HTTP (with Triton's binary tensor data extension), "
                     "image endpoints, and a web page, beside the same server's gRPC services.")
-    secured = [Depends(token_check(services.options.token))]
+    secured = [Depends(token_check(services.token))]
     app.include_router(kserve_routes.health_router(services))
     app.include_router(kserve_routes.router(services), dependencies=secured)
     app.include_router(image_routes.router(services), dependencies=secured)

@@ -28,9 +28,9 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from artforge.errors import InvalidInputError, ResourceExhaustedError
+from artforge.errors import InvalidInputError, ResourceExhaustedError, quoted
 from artforge.serving.http import schemas
-from artforge.serving.http.app import Services
+from artforge.serving.http.app import Services, peer_of
 from artforge.serving.kserve_requests import InputTensor, Param, RequestedOutput, TensorRequest, TensorResult
 from artforge.serving.tensors import datatype_of, parse_json, parse_raw, raw_bytes
 
@@ -86,7 +86,7 @@ def _parameters(value: object, what: str) -> dict[str, Param]:
     params = _object({} if value is None else value, f"{what} 'parameters'")
     for key, item in params.items():
         if not isinstance(item, (bool, int, float, str)):
-            raise InvalidInputError(f"{what} parameter {key!r} must be a string, number or boolean")
+            raise InvalidInputError(f"{what} parameter {quoted(key)} must be a string, number or boolean")
     return params
 
 
@@ -119,7 +119,7 @@ def tensor_request(model: str, version: str, header: dict[str, Any], binary: byt
         name = tensor.get("name")
         if not isinstance(name, str):
             raise InvalidInputError(f"inputs[{i}] needs a 'name' string")
-        what = f"input '{name}'"
+        what = f"input {quoted(name)}"
         datatype, shape = tensor.get("datatype"), tensor.get("shape")
         if not isinstance(datatype, str):
             raise InvalidInputError(f"{what} needs a 'datatype' string (UINT8, FP32, ...)")
@@ -157,7 +157,7 @@ def tensor_request(model: str, version: str, header: dict[str, Any], binary: byt
         if not isinstance(output.get("name"), str):
             raise InvalidInputError(f"outputs[{i}] needs a 'name' string")
         outputs.append(RequestedOutput(output["name"], _parameters(output.get("parameters"),
-                                                                     f"output '{output['name']}'")))
+                                                                     f"output {quoted(output['name'])}")))
     request_id = header.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidInputError("'id' must be a string")
@@ -350,7 +350,7 @@ def router(services: Services) -> APIRouter:
     async def load(name: str, request: Request) -> Response:
         async def work() -> Response:
             body = await _optional_json(request, services)
-            await kserve.load(name, _parameters(body.get("parameters"), "the load request"))
+            await kserve.load(name, _parameters(body.get("parameters"), "the load request"), peer_of(request))
             return JSONResponse({})
         return await services.answer("RepositoryModelLoad", name, work, per_model=False)
 
@@ -362,7 +362,7 @@ def router(services: Services) -> APIRouter:
             body = await _optional_json(request, services)
             # Triton's `unload_dependents` has nothing to act on: artforge models have no dependents.
             _parameters(body.get("parameters"), "the unload request")
-            await kserve.unload(name)
+            await kserve.unload(name, peer_of(request))
             return JSONResponse({})
         return await services.answer("RepositoryModelUnload", name, work, per_model=False)
 
@@ -404,7 +404,7 @@ async def _optional_json(request: Request, services: Services) -> dict[str, Any]
 def _fields(body: Mapping[str, Any], allowed: tuple[str, ...], what: str) -> dict[str, Any]:
     for key in body:
         if key not in allowed:
-            raise InvalidInputError(f"{what} has no field {key!r}; fields: {', '.join(allowed)}")
+            raise InvalidInputError(f"{what} has no field {quoted(key)}; fields: {', '.join(allowed)}")
     if "ready" in body and not isinstance(body["ready"], bool):
         raise InvalidInputError(f"{what}: 'ready' must be true or false")
     if "repository_name" in body and not isinstance(body["repository_name"], str):
