@@ -8,16 +8,16 @@ Choices of the gRPC wire where the protocol leaves room:
 - Outputs come back in `raw_output_contents` when the request sent raw
   inputs (tritonclient always does) or asked for `binary_data`, else in
   typed `contents` (all raw or all typed: the message allows no mix).
-- `raw_input_contents` must hold one entry per input when it is used; a
-  request that breaks this is refused before its model is looked up.
+- `raw_input_contents` must hold one entry per input when it is used.
 - Stream responses come back in request order.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
+import numpy as np
 
 from artforge.errors import InvalidInputError
 from artforge.proto.inference import grpc_service_pb2 as pb
@@ -43,12 +43,16 @@ def _params(parameters: Mapping[str, pb.InferParameter | pb.ModelRepositoryParam
 def tensor_request(request: pb.ModelInferRequest) -> TensorRequest:
     """The protocol-neutral form of a ModelInferRequest (values are read later, in a worker thread)."""
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInputError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} input(s); "
-                                "send one per input, in the order of `inputs`")
 
-    def decoder(tensor: pb.ModelInferRequest.InferInputTensor, index: int):
-        return lambda: parse_input(tensor, raw[index] if raw else None)
+    def decoder(tensor: pb.ModelInferRequest.InferInputTensor, index: int) -> Callable[[], np.ndarray]:
+        def decode() -> np.ndarray:
+            # Checked here, after the model's input names (KServeRequests), so a request with wrong names
+            # hears about its names first.
+            if raw and len(raw) != len(request.inputs):
+                raise InvalidInputError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} "
+                                        "input(s); send one per input, in the order of `inputs`")
+            return parse_input(tensor, raw[index] if raw else None)
+        return decode
 
     return TensorRequest(
         model=request.model_name, version=request.model_version, id=request.id,
