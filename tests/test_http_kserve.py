@@ -35,6 +35,9 @@ def client(server):
     client = triton.InferenceServerClient(url=f"127.0.0.1:{server.http_port}")
     yield client
     client.close()
+    # Its __del__ closes again, in whichever thread the garbage collector runs (a server thread, say), which
+    # gevent refuses; once is enough.
+    client.close = lambda: None
 
 
 def tensor(name: str, array: np.ndarray, datatype: str, binary: bool = True) -> triton.InferInput:

@@ -60,6 +60,9 @@ def rest(server):
     client = triton_http.InferenceServerClient(f"127.0.0.1:{server.http_port}")
     yield client
     client.close()
+    # Its __del__ closes again, in whichever thread the garbage collector runs (a server thread, say), which
+    # gevent refuses; once is enough.
+    client.close = lambda: None
 
 
 def _http(server, path: str, body: bytes = b"") -> bytes:
