@@ -47,6 +47,9 @@ FORMATS = ("png", "jpeg", "webp")
 #: EXIF orientations that swap width and height
 _TRANSPOSING = (5, 6, 7, 8)
 
+#: the side charged for a generator whose metadata does not give its output size (larger than any DCGAN's)
+_GENERATOR_SIDE_UNKNOWN = 512
+
 
 @dataclass(frozen=True)
 class Label:
@@ -200,16 +203,19 @@ class ImageRequests:
         with self._manager.use(model_name) as served:
             model = self._model(served, Generator, call)
             served.batcher.check_room()
-            latents = model.latents(count, seed)
-            step = served.settings.max_batch_size
-            parts = await _gather([self._infer(served, latents[i:i + step], deadline)
-                                   for i in range(0, count, step)])
-            images = np.concatenate(parts)
-            if grid_columns > 0:
-                images = (await self._run(tile_grid, list(images), grid_columns))[np.newaxis]
-            started = time.perf_counter_ns()
-            encoded = await _gather([self._run(_encode, image, fmt, quality) for image in images])
-            served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)
+            side = model.metadata.output_size or _GENERATOR_SIDE_UNKNOWN
+            async with self._manager.memory.reserve(memory.generate_cost(count, side * side), deadline,
+                                                    f"this {call} request"):
+                latents = model.latents(count, seed)
+                step = served.settings.max_batch_size
+                parts = await _gather([self._infer(served, latents[i:i + step], deadline)
+                                       for i in range(0, count, step)])
+                images = np.concatenate(parts)
+                if grid_columns > 0:
+                    images = (await self._run(tile_grid, list(images), grid_columns))[np.newaxis]
+                started = time.perf_counter_ns()
+                encoded = await _gather([self._run(_encode, image, fmt, quality) for image in images])
+                served.stats.record_pre_post(output_ns=time.perf_counter_ns() - started)
             return Generated(served.name, served.version, encoded, fmt, seed)
 
     # -- stylize ----------------------------------------------------------------------
