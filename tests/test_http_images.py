@@ -28,9 +28,9 @@ GREEN = encode(solid((0, 255, 0)))
 
 @pytest.fixture(scope="module")
 def repo_path(repo_path: Path) -> Path:
-    # Holds requests for 1 s waiting for a batch, in a queue of 2: a full queue and a deadline on demand.
+    # Holds requests for 3 s waiting for a batch, in a queue of 2: a full queue and a deadline on demand.
     add_model(repo_path, "narrow", classifier_model(), config=(
-        "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 1000000 "
+        "max_batch_size: 8\ndynamic_batching { max_queue_delay_microseconds: 3000000 "
         "default_queue_policy { max_queue_size: 2 } }\n"))
     return repo_path
 
@@ -159,13 +159,16 @@ def test_error_status_then_good_request(base: str, case: str) -> None:
     good_request(base)
 
 
-def test_full_queue_is_429_with_retry_after(base: str) -> None:
+def test_full_queue_is_429_with_retry_after(base: str, server) -> None:
     results: list[int] = []
     waiting = [threading.Thread(target=lambda: results.append(call(f"{base}/v1/models/narrow/classify", GREEN)[0]))
                for _ in range(2)]
     for thread in waiting:
         thread.start()
-    time.sleep(0.3)  # both are queued, waiting out the 1 s batch delay
+    deadline = time.monotonic() + 10  # both queued (waiting out the 3 s batch delay), seen by the server itself
+    while server.metrics.registry.get_sample_value("artforge_queue_depth", {"model": "narrow"}) != 2:
+        assert time.monotonic() < deadline, "the two requests never reached the queue"
+        time.sleep(0.01)
     status, headers, data = call(f"{base}/v1/models/narrow/classify", GREEN)
     assert status == 429, data
     assert headers["retry-after"] == "1" and "model narrow has 2 requests waiting" in json.loads(data)["error"]
