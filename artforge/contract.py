@@ -147,3 +147,18 @@ class ModelMetadata:
     @property
     def output_name(self) -> str:
         return IO_NAMES[self.kind][1][0]
+
+    @property
+    def classifier_size(self) -> int:
+        """The classifier's input side (from_props refuses a classifier without it)."""
+        return self._required(self.input_size, KEY_INPUT_SIZE)
+
+    @property
+    def generator_latent_size(self) -> int:
+        """The generator's latent size (from_props refuses a generator without it)."""
+        return self._required(self.latent_size, KEY_LATENT_SIZE)
+
+    def _required(self, value: int | None, key: str) -> int:
+        if value is None:
+            raise ModelLoadError(f"a {self.kind} needs metadata '{key}'")
+        return value

@@ -141,11 +141,11 @@ def compute_profile(meta: contract.ModelMetadata, input_shape: Sequence[int | No
 
     rest: tuple[int, ...]
     if kind == contract.CLASSIFIER:
-        side = int(meta.input_size)  # type: ignore[arg-type]  # required for classifiers by the contract
+        side = meta.classifier_size
         rest = (side, side, 3)
         return {meta.input_name: ShapeRange((low_batch, *rest), (opt_b, *rest), (high_batch, *rest))}
     if kind == contract.GENERATOR:
-        rest = (int(meta.latent_size),)  # type: ignore[arg-type]  # required for generators by the contract
+        rest = (meta.generator_latent_size,)
         return {meta.input_name: ShapeRange((low_batch, *rest), (opt_b, *rest), (high_batch, *rest))}
 
     multiple = max(1, meta.size_multiple)

@@ -188,7 +188,7 @@ class Classifier(Model):
 
     def _configure(self) -> None:
         self.labels = self.metadata.labels
-        self.input_size: int = self.metadata.input_size  # type: ignore[assignment]  # required by the contract
+        self.input_size = self.metadata.classifier_size
 
     def prepare(self, images: Sequence[ImageLike], source: str | None = None) -> np.ndarray:
         """The graph input for a list of images: uint8 [N, S, S, 3] (decoded, centre square)."""
@@ -221,7 +221,7 @@ class Generator(Model):
     kind = contract.GENERATOR
 
     def _configure(self) -> None:
-        self.latent_size: int = self.metadata.latent_size  # type: ignore[assignment]  # required by the contract
+        self.latent_size = self.metadata.generator_latent_size
 
     def latents(self, count: int = defaults.GENERATE_COUNT, seed: int | None = None) -> np.ndarray:
         """float32 [count, latent_size] standard-normal latents; the same seed gives the same latents."""
