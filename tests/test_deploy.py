@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -31,11 +32,11 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kustomize_render import render
 
 from artforge.cli import build_parser
 from artforge.cli.serve import server_options
 from artforge.serving.options import ServerOptions
-from tests.kustomize_render import render
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -150,6 +151,20 @@ def test_image_runs_artforge_serve_over_the_mounted_repository() -> None:
     stage = dockerfile_final_stage()
     assert ("USER", "1000:1000") in stage  # numeric, so Kubernetes' runAsNonRoot can verify it
     assert "torch" not in DOCKERFILE.read_text().replace("no torch", "")
+    version = re.search(r'version="([^"]+)"', (ROOT / "setup.py").read_text())
+    assert version and f"ARG ARTFORGE_VERSION={version[1]}" in DOCKERFILE.read_text()
+    tags = {container["image"].partition(":")[2].removesuffix("-gpu") for _, _, container in containers()}
+    assert tags == {version[1]}
+
+
+def test_build_context_holds_what_the_build_copies() -> None:
+    """The .dockerignore beside the Dockerfile ignores everything but an allow-list: each COPY source is on it."""
+    allowed = {line[1:].rstrip("/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    copied = [source.rstrip("/") for line in DOCKERFILE.read_text().splitlines()
+              if line.startswith("COPY ") and "--from=" not in line for source in line.split()[1:-1]]
+    assert copied and set(copied) <= allowed
+    assert all((ROOT / source).exists() for source in copied)
 
 
 # ------------------------------------------------------------------ schemas
@@ -257,7 +272,7 @@ def test_overlays_pick_the_image_and_hardware() -> None:
     for overlay, gpu in (("overlays/cpu", False), ("overlays/gpu", True), ("overlays/kserve-gpu", True)):
         docs = rendered[overlay]
         runtime = docs.get(("Deployment", "artforge")) or docs[("ServingRuntime", "artforge")]
-        container = pod_spec(runtime)["containers"][0]  # type: ignore[index]
+        container = (pod_spec(runtime) or {})["containers"][0]
         assert container["image"].endswith("-gpu") == gpu, overlay
         assert ("nvidia.com/gpu" in container["resources"]["limits"]) == gpu, overlay
     service = rendered["overlays/kserve-gpu"][("InferenceService", "artforge-zoo")]
@@ -320,14 +335,14 @@ def test_kserve_runtime_speaks_both_v2_protocols() -> None:
 def test_service_and_hpa_point_at_the_deployment() -> None:
     docs = _by_name(render(DEPLOY / "kubernetes"))
     deployment = docs[("Deployment", "artforge")]
-    container = pod_spec(deployment)["containers"][0]  # type: ignore[index]
+    container = (pod_spec(deployment) or {})["containers"][0]
     names = {port["name"] for port in container["ports"]}
     service = docs[("Service", "artforge")]
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert {port["targetPort"] for port in service["spec"]["ports"]} == names
     hpa = docs[("HorizontalPodAutoscaler", "artforge")]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "artforge"
-    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "models")  # type: ignore[index]
+    volume = next(v for v in (pod_spec(deployment) or {})["volumes"] if v["name"] == "models")
     assert volume["persistentVolumeClaim"]["claimName"] == docs[("PersistentVolumeClaim", "artforge-models")][
         "metadata"]["name"]
 
