@@ -89,6 +89,8 @@ class Batcher:
         self._running: set[asyncio.Task] = set()
         self._hurry = False
         self._stopped = False
+        # A sample from the start, so that an autoscaler reading the gauge sees 0, not "no data".
+        metrics.set_queue_depth(name, 0)
         self._task = asyncio.get_running_loop().create_task(self._form_batches(), name=f"batcher-{name}")
 
     async def infer(self, feeds: Feeds, deadline: float | None = None) -> Feeds:
