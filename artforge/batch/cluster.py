@@ -41,8 +41,8 @@ from artforge.batch.options import BatchOptions
 from artforge.errors import ArtforgeError
 from artforge.runtime.repository import Repository
 
-#: CPUs of one actor (its inference threads): on a CPU more threads per model call scale
-#: worse than more actors, and an actor also runs its decode and encode threads
+#: CPUs of one actor (its inference threads): a model call's threads scale sublinearly, so on big nodes several
+#: actors beat one (a bound, not measured on the 2-core machine this was written on)
 MAX_ACTOR_CPUS = 4
 
 _INSTALL = "--engine ray needs Ray, an optional extra: pip install 'artforge[ray]' (or pip install 'ray[data]')"
