@@ -1,8 +1,8 @@
 """`artforge stylize --engine ray`: the batch driver over Ray actors, on one local Ray cluster (2 CPUs).
 
 The same messy tree through the local and the Ray engine gives the same
-pixels, failures and counts; a stopped run resumes without recomputing what
-it finished. The local executor's own behaviour: tests/test_batch_stylize.py.
+pixels, failures and counts; a stopped run, and a driver killed with SIGKILL,
+resume without recomputing what they finished. The local executor's own behaviour: tests/test_batch_stylize.py.
 """
 
 from __future__ import annotations
@@ -152,6 +152,40 @@ def test_a_stopped_run_resumes_without_recomputing_finished_outputs(tmp_path):
     assert (resumed.already_done, resumed.done, resumed.failed) == (first.done, 16 - first.done, 0)
     assert {path: path.stat().st_mtime_ns for path in finished} == finished  # not recomputed
     assert len(visible_files(out)) == 16 and not list(out.rglob("*.tmp"))
+
+
+def test_a_driver_killed_with_sigkill_resumes_without_recomputing_recorded_outputs(tmp_path, capsys):
+    from artforge.batch.manifest import JOURNAL_NAME, Manifest
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(24):
+        cv2.imwrite(str(src / f"{i:02d}.jpg"), photo(256, 192, i))
+    # The driver joins this module's cluster, as a driver on a cluster's head node would.
+    address = ray.get_runtime_context().gcs_address
+    paths = os.pathsep.join([str(ROOT), str(Path(ray.__file__).resolve().parents[1])])
+    driver = subprocess.Popen([sys.executable, "-m", "artforge", "stylize", str(src), str(out), "--model", "mosaic",
+                               *COMMON, "--batch-size", "1", "--engine", "ray", "--ray-address", address],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": paths})
+    journal, deadline = out / JOURNAL_NAME, time.monotonic() + 120
+    while not (journal.exists() and journal.read_text().count("\n") >= 2):
+        assert driver.poll() is None, driver.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the driver recorded no output"
+        time.sleep(0.01)
+    driver.kill()
+    driver.communicate()
+    recorded = {out / key for key in Manifest.load(out).models["mosaic"]["outputs"]}
+    assert 2 <= len(recorded) < 24
+    stamps = {path: path.stat().st_mtime_ns for path in recorded}
+
+    # The same command again (in this process, which is connected to the cluster).
+    assert main(["stylize", str(src), str(out), "--model", "mosaic", *COMMON, "--engine", "ray"]) == 0
+    counts = report(out)["counts"]
+    assert counts["already_done"] >= len(recorded) and counts["failed"] == 0
+    assert counts["already_done"] + counts["done"] == 24
+    assert {path: path.stat().st_mtime_ns for path in recorded} == stamps  # not recomputed
+    assert len(visible_files(out)) == 24
 
 
 def test_engine_errors_are_one_sentence(tmp_path, capsys):
