@@ -154,7 +154,7 @@ def test_a_stopped_run_resumes_without_recomputing_finished_outputs(tmp_path):
     assert len(visible_files(out)) == 16 and not list(out.rglob("*.tmp"))
 
 
-def test_a_driver_killed_with_sigkill_resumes_without_recomputing_recorded_outputs(tmp_path, capsys):
+def test_a_driver_killed_with_sigkill_resumes_without_recomputing_recorded_outputs(tmp_path, monkeypatch):
     from artforge.batch.manifest import JOURNAL_NAME, Manifest
 
     src, out = tmp_path / "in", tmp_path / "out"
@@ -179,8 +179,10 @@ def test_a_driver_killed_with_sigkill_resumes_without_recomputing_recorded_outpu
     assert 2 <= len(recorded) < 24
     stamps = {path: path.stat().st_mtime_ns for path in recorded}
 
-    # The same command again (in this process, which is connected to the cluster).
-    assert main(["stylize", str(src), str(out), "--model", "mosaic", *COMMON, "--engine", "ray"]) == 0
+    # The same command again (in this process, which is connected to the cluster), with relative paths: the
+    # actors' working folder is not this one.
+    monkeypatch.chdir(tmp_path)
+    assert main(["stylize", "in", "out", "--model", "mosaic", *COMMON, "--engine", "ray"]) == 0
     counts = report(out)["counts"]
     assert counts["already_done"] >= len(recorded) and counts["failed"] == 0
     assert counts["already_done"] + counts["done"] == 24

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -162,8 +163,9 @@ class RayExecutor:
         if not work or stop.is_set():
             return
         ray = self._ray
-        rows = [{"index": i, "source": str(item.source),
-                 "targets": json.dumps({model: str(target) for model, target in item.targets.items()})}
+        # Absolute paths: an actor's working folder is not the driver's (on another node, not even the same tree).
+        rows = [{"index": i, "source": os.path.abspath(item.source),
+                 "targets": json.dumps({model: os.path.abspath(target) for model, target in item.targets.items()})}
                 for i, item in enumerate(work)]
         calls = -(-len(rows) // options.batch_size)
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(calls, 10_000)))
