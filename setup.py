@@ -67,6 +67,8 @@ EXTRAS = {
         "kubernetes-validate>=1.30",
         "jsonschema-rs>=0.20",
         "pyyaml>=6",
+        # batch/cluster.py's tests run on a local Ray cluster
+        "ray[data]>=2.54",
     ],
     # CUDA libraries for the runtime; onnxruntime-gpu comes from
     # ARTFORGE_ONNXRUNTIME=gpu (see docs/install.md), never from an extra.
@@ -74,6 +76,8 @@ EXTRAS = {
     # build-engine reads and rewrites ONNX graphs, hence onnx.
     "tensorrt": ["tensorrt>=10", "cuda-python>=12", "onnx>=1.16"],
     "openvino": ["openvino>=2024.0"],
+    # `artforge stylize --engine ray`: folder jobs on a Ray cluster (batch/cluster.py)
+    "ray": ["ray[data]>=2.54"],
     # plots of the benchmark suite (benchmarks/bench_suite.py)
     "bench": ["matplotlib>=3.8"],
 }

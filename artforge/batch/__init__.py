@@ -10,7 +10,9 @@
     driver.py    run_stylize: the one orchestration (lock, manifest, progress, Ctrl-C, report)
     local.py     LocalExecutor: the models in this process (threaded decode / infer / encode)
     remote.py    RemoteExecutor: an artforge server's StylizeStream
+    cluster.py   RayExecutor: the models in Ray actors (`--engine ray`; the optional `ray` extra)
 
 Importing the package loads nothing heavy: remote runs and the CLI import it
-without OpenCV or ONNX Runtime (only local.py needs them). See docs/batch.md.
+without OpenCV or ONNX Runtime (only local.py and cluster.py need them;
+cluster.py also needs Ray). See docs/batch.md.
 """

@@ -9,10 +9,9 @@ into written outputs:
                                                             write_output() each output atomically
 
 Executors: LocalExecutor (batch/local.py, the models in this process),
-RemoteExecutor (batch/remote.py, an artforge server's StylizeStream). A
-distributed one (Ray Data: the models in actors, `map_batches` over rows of
-(source path, targets)) implements the same protocol and nothing of the
-driver changes; see docs/batch.md.
+RemoteExecutor (batch/remote.py, an artforge server's StylizeStream),
+RayExecutor (batch/cluster.py, Ray Data: the models in actors, `map_batches`
+over rows of (source path, targets)); see docs/batch.md.
 
 Plain Python (no OpenCV, no ONNX Runtime), so remote runs stay light.
 """

@@ -1,7 +1,7 @@
-"""`artforge stylize`: an image file or a folder tree, in-process or through `--server`.
+"""`artforge stylize`: an image file or a folder tree, in-process, on a Ray cluster or through `--server`.
 
-One batch driver (artforge/batch/driver.py) over the local or the remote
-executor: both plan the same outputs, resume the same way, write the same
+One batch driver (artforge/batch/driver.py) over the local, the Ray or the
+remote executor: all plan the same outputs, resume the same way, write the same
 JSON report and exit 1 if an image failed, 130 on Ctrl-C (see docs/batch.md).
 """
 
@@ -25,6 +25,7 @@ from artforge.cli.args import (
     open_repository,
     pick_model,
 )
+from artforge.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from artforge.batch.executor import Executor
@@ -65,6 +66,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="JSON report to write (default: OUTPUT/stylize-report.json when OUTPUT is a folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_backend(parser)
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="where the models run: local (this process) or ray (actors on a Ray cluster; "
+                             "needs artforge[ray], see docs/batch.md)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="Ray cluster to join with --engine ray (default: start a local one with this "
+                             "machine's cores)")
     add_server_connection(parser)
 
 
@@ -72,6 +79,10 @@ def run_stylize(args: argparse.Namespace) -> int:
     from artforge.batch.options import options_from_args
 
     options = options_from_args(args)
+    if args.engine == "ray" and args.server:
+        raise InvalidInputError("--engine ray and --server exclude each other: the server runs the models itself")
+    if args.ray_address and args.engine != "ray":
+        raise InvalidInputError("--ray-address needs --engine ray")
     if args.server:
         from artforge.batch.remote import RemoteExecutor
 
@@ -82,7 +93,13 @@ def run_stylize(args: argparse.Namespace) -> int:
     LocalExecutor.check(options)  # before any model loads
     repo = open_repository(args)
     names = [n.strip() for n in args.model.split(",") if n.strip()] if args.model else []
-    models = [repo.stylizer(name, backend=args.backend) for name in names or [pick_model(repo, "stylizer", None)]]
+    names = names or [pick_model(repo, "stylizer", None)]
+    if args.engine == "ray":
+        from artforge.batch.cluster import RayExecutor
+
+        with RayExecutor(repo.path, names, backend=args.backend, address=args.ray_address) as executor:
+            return _run(executor, args, options)
+    models = [repo.stylizer(name, backend=args.backend) for name in names]
     return _run(LocalExecutor(models), args, options)
 
 
