@@ -24,8 +24,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: the CPU flags that decide which kernels and precisions run fast (bf16/int8 paths, AVX-512 variants)
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+               "amx_int8", "amx_tile", "avx_vnni")
+
+
+def cpu_flags() -> list[str]:
+    """The SPEED_FLAGS this CPU reports (/proc/cpuinfo), in SPEED_FLAGS order."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in SPEED_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def machine() -> str:
-    return f"{cpu_name()}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
+    flags = " ".join(cpu_flags()) or "none of " + " ".join(SPEED_FLAGS)
+    return (f"{cpu_name()} (flags: {flags}), {os.cpu_count()} logical cores, "
+            f"Python {platform.python_version()}")
 
 
 def command_line() -> str:
