@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -35,11 +33,22 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import HOST, QUALITY, SIDE, Cell, free_port, jpeg_input, kserve_work, run_cell  # noqa: E402
+from bench_serving import (  # noqa: E402
+    HOST,
+    QUALITY,
+    SIDE,
+    Cell,
+    client_side_work,
+    free_port,
+    jpeg_input,
+    kserve_work,
+    run_cell,
+    serve_subprocess,
+)
 from common import command_line, machine, write_section  # noqa: E402
 
 from artforge.client import ImageClient  # noqa: E402
-from artforge.runtime import Repository, decode_image, encode_image, pipeline  # noqa: E402
+from artforge.runtime import Repository  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = ("gRPC image API", "HTTP image endpoint", "gRPC KServe", "REST KServe (binary)")
@@ -49,23 +58,11 @@ PATHS = ("gRPC image API", "HTTP image endpoint", "gRPC KServe", "REST KServe (b
 def server(repo: Path, flags: list[str]) -> Iterator[tuple[str, int]]:
     """`artforge serve` with gRPC and HTTP on free loopback ports; yields (gRPC target, HTTP port)."""
     grpc_port, http_port = free_port(), free_port()
-    command = [sys.executable, "-m", "artforge", "serve", "--repo", str(repo), "--host", HOST, "--port",
-               str(grpc_port), "--http-port", str(http_port), "--no-metrics", *flags]
-    log = open(os.devnull, "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(command, stderr=log, stdout=log, cwd=ROOT)
+    flags = ["--repo", str(Path(repo).resolve()), "--host", HOST, "--port", str(grpc_port), "--http-port",
+             str(http_port), "--no-metrics", *flags]
     target = f"{HOST}:{grpc_port}"
-    try:
-        with ImageClient(target, retries=60, backoff_s=0.1, max_backoff_s=0.5, timeout=90) as client:
-            client.list_models()
+    with serve_subprocess(flags, target):
         yield target, http_port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def http_image_work(port: int, rpc: str, model: str, data: bytes) -> Callable[[], object]:
@@ -102,21 +99,7 @@ def rest_kserve_work(port: int, rpc: str, model, data: bytes) -> Callable[[], ob
                                     outputs=[triton.InferRequestedOutput(meta.output_name, binary_data=True)])
         return result.as_numpy(meta.output_name)
 
-    if rpc == "Classify":
-        size = model.input_size
-
-        def classify() -> object:
-            batch = np.empty((1, size, size, 3), dtype=np.uint8)
-            pipeline.center_square(decode_image(data, short_side=size), size, out=batch[0])
-            return np.argsort(-send(batch)[0])[:5]
-        return classify
-
-    def stylize() -> object:
-        rgb = decode_image(data)
-        padded = pipeline.pad_to_multiple(rgb, model.size_multiple, model.min_size)
-        out = send(padded[np.newaxis])[0][:rgb.shape[0], :rgb.shape[1]]
-        return encode_image(np.ascontiguousarray(out), "jpeg", QUALITY)
-    return stylize
+    return client_side_work(rpc, model, data, send)
 
 
 def works(rpc: str, model, target: str, port: int, api: ImageClient, data: bytes) -> dict[str, Callable[[], object]]:

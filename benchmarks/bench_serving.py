@@ -155,14 +155,20 @@ def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
         finally:
             running.stop(grace=1)
         return
+    with serve_subprocess(flags, f"{HOST}:{port}"):
+        yield f"{HOST}:{port}"
+
+
+@contextlib.contextmanager
+def serve_subprocess(flags: list[str], target: str) -> Iterator[None]:
+    """`python -m artforge serve FLAGS` for the block, once it answers at target (gRPC); SIGTERM after."""
     log = open(os.devnull, "w")  # noqa: SIM115 - closed below; the server's INFO lines would interleave the table
     process = subprocess.Popen([sys.executable, "-m", "artforge", "serve", *flags], stderr=log, stdout=log)
-    target = f"{HOST}:{port}"
     try:
         # The client's retries ride out the start (loading models takes seconds).
         with ImageClient(target, retries=60, backoff_s=0.1, max_backoff_s=0.5, timeout=90) as client:
             client.list_models()
-        yield target
+        yield
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -230,21 +236,18 @@ def kserve_work(target: str, rpc: str, model, data: bytes) -> Callable[[], objec
                                 client_timeout=60)
         return result.as_numpy(meta.output_name)
 
-    if rpc == "Classify":
-        size = model.input_size
+    return client_side_work(rpc, model, data, send)
 
-        def classify() -> object:
-            batch = np.empty((1, size, size, 3), dtype=np.uint8)
-            pipeline.center_square(decode_image(data, short_side=size), size, out=batch[0])
-            row = send(batch)[0]
-            return np.argsort(-row)[:5]
-        return classify
+
+def client_side_work(rpc: str, model, data: bytes, send: Callable[[np.ndarray], np.ndarray]) -> Callable[[], object]:
+    """What a KServe client does around `send` (one tensor call): the runtime's own pre- and post-processing."""
+    if rpc == "Classify":
+        return lambda: pipeline.top_k(send(model.prepare([data]))[0], 5)
 
     def stylize() -> object:
-        rgb = decode_image(data)
-        padded = pipeline.pad_to_multiple(rgb, model.size_multiple, model.min_size)
-        out = send(padded[np.newaxis])[0][:rgb.shape[0], :rgb.shape[1]]
-        return encode_image(np.ascontiguousarray(out), "jpeg", QUALITY)
+        prepared = model.prepare(data)
+        out = send(model.padded(prepared)[np.newaxis])[0]
+        return encode_image(pipeline.stylize_output(out, prepared), "jpeg", QUALITY)
     return stylize
 
 

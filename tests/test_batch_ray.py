@@ -20,16 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from batch_support import BOOKKEEPING, ZOO_REPO, photo, run
 
 from artforge.cli import main
-from artforge.cli.args import DEFAULT_ZOO
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'artforge[ray]'")
 
-ZOO_REPO = DEFAULT_ZOO / "repository"
-SAMPLES = sorted((DEFAULT_ZOO / "samples").glob("*.jpg"))
 ROOT = Path(__file__).resolve().parents[1]
-BOOKKEEPING = {"stylize-manifest.json", "stylize-report.json", ".artforge.lock"}
 # One backend for both engines, so that outputs can be compared pixel for pixel.
 COMMON = ("--repo", str(ZOO_REPO), "--backend", "onnxruntime", "--format", "png", "--quiet")
 
@@ -44,16 +41,6 @@ def cluster() -> Iterator[None]:
     ray.shutdown()
 
 
-def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def photo(width: int, height: int, index: int = 0) -> np.ndarray:
-    image = cv2.imread(str(SAMPLES[index % len(SAMPLES)]))
-    dy, dx = (index * 7) % 40, (index * 13) % 60
-    return cv2.resize(image[dy:, dx:], (width, height), interpolation=cv2.INTER_AREA)
 
 
 def visible_files(folder: Path) -> list[Path]:

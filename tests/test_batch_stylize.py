@@ -21,32 +21,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from batch_support import BOOKKEEPING, SAMPLES, ZOO_REPO, photo, run
 from PIL import Image
 
 from artforge.cli import main
-from artforge.cli.args import DEFAULT_ZOO
 
-ZOO_REPO = DEFAULT_ZOO / "repository"
-SAMPLES = sorted((DEFAULT_ZOO / "samples").glob("*.jpg"))
 ROOT = Path(__file__).resolve().parents[1]
-BOOKKEEPING = {"stylize-manifest.json", "stylize-report.json", ".artforge.lock"}
 # One backend for every run, so that outputs can be compared pixel for pixel.
 LOCAL = ("--backend", "onnxruntime", "--quiet")
 
 pytestmark = pytest.mark.skipif(not (ZOO_REPO / "mosaic").is_dir(), reason="the shipped zoo is not built")
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def photo(width: int, height: int, index: int = 0) -> np.ndarray:
-    """A real photo (BGR), cropped differently per index so that every file differs."""
-    image = cv2.imread(str(SAMPLES[index % len(SAMPLES)]))
-    dy, dx = (index * 7) % 40, (index * 13) % 60
-    return cv2.resize(image[dy:, dx:], (width, height), interpolation=cv2.INTER_AREA)
 
 
 def visible_files(folder: Path) -> list[Path]:

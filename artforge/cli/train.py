@@ -49,6 +49,13 @@ def _run_options(parser: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
+def _step_cadence(parser: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    """How often a step-counted trainer (dcgan, style) saves its state and logs."""
+    parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
+                        help="save a resumable state every N steps")
+    parser.add_argument("--log-every", type=int, default=d["log_every"], help="log the losses every N steps")
+
+
 def _classifier(parser: argparse.ArgumentParser) -> None:
     d = _defaults(ClassifierConfig)
     parser.add_argument("--data", required=True, help="training images, one sub-folder per class")
@@ -90,9 +97,7 @@ def _dcgan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
     parser.add_argument("--sample-count", type=int, default=d["sample_count"],
                         help="images in the fixed-noise grid saved to RUN/samples every epoch")
-    parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
-                        help="save a resumable state every N steps")
-    parser.add_argument("--log-every", type=int, default=d["log_every"], help="log the losses every N steps")
+    _step_cadence(parser, d)
     _run_options(parser, d)
 
 
@@ -119,9 +124,7 @@ def _style(parser: argparse.ArgumentParser) -> None:
                                  f"{getattr(weights, name)} for {d['loss_network']})")
     parser.add_argument("--sample-every", type=int, default=d["sample_every"],
                         help="save a content|stylized sample to RUN/samples every N steps")
-    parser.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
-                        help="save a resumable state every N steps")
-    parser.add_argument("--log-every", type=int, default=d["log_every"], help="log the losses every N steps")
+    _step_cadence(parser, d)
     _run_options(parser, d)
 
 

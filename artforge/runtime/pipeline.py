@@ -37,14 +37,21 @@ def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return image, None
 
 
+def fitted_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(height, width) after fit_max_side: downscaled (never upscaled) so the longer side is at most max_side."""
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """Downscale (never upscale) so that the longer side is at most max_side."""
     height, width = image.shape[:2]
-    if max_side is None or max(height, width) <= max_side:
+    fitted = fitted_size(height, width, max_side)
+    if fitted == (height, width):
         return image
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (fitted[1], fitted[0]), interpolation=cv2.INTER_AREA)
 
 
 def center_square(image: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -44,8 +44,6 @@ T = TypeVar("T")
 M = TypeVar("M", bound=Model)
 #: the formats the server writes
 FORMATS = ("png", "jpeg", "webp")
-#: EXIF orientations that swap width and height
-_TRANSPOSING = (5, 6, 7, 8)
 
 #: the side charged for a generator whose metadata does not give its output size (larger than any DCGAN's)
 _GENERATOR_SIDE_UNKNOWN = 512
@@ -108,15 +106,11 @@ def _decode_bytes(info: ImageInfo | None, max_pixels: int, short_side: int | Non
 
 
 def _fitted(info: ImageInfo | None, max_side: int | None, max_pixels: int) -> tuple[int, int]:
-    """(height, width) of the image after the max_side fit, from its header (pipeline.fit_max_side's rule);
-    (0, 0) when decoding will refuse it anyway."""
+    """The image's size after the max_side fit, from its header; (0, 0) when decoding will refuse it anyway.
+    (EXIF orientation may swap the two, which changes neither the pixels nor the tiling decision.)"""
     if info is None or info.width * info.height > max_pixels:
         return 0, 0
-    height, width = (info.width, info.height) if info.orientation in _TRANSPOSING else (info.height, info.width)
-    if max_side is None or max(height, width) <= max_side:
-        return height, width
-    scale = max_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return pipeline.fitted_size(info.height, info.width, max_side)
 
 
 def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
