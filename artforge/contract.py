@@ -45,6 +45,8 @@ KEY_PRECISION = "artforge.precision"  # fp16 | int8
 KEY_SOURCE_MODEL = "artforge.source_model"  # JSON: name, version, sha256 of the fp32 model it was made from
 
 CONTRACT_VERSION = "1"
+#: the precisions of a repository variant (<name>_<precision>): `artforge quantize` writes them, "auto" finds them
+VARIANT_PRECISIONS = ("fp16", "int8")
 #: the precisions a TensorRT engine (model.plan) is built at: the builder's choices and what its runtime accepts
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 

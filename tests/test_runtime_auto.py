@@ -1,4 +1,7 @@
-"""create_backend(path, "auto"): the measured trial, its cache, the rules fallback and forced names."""
+"""create_backend(path, "exact" | "auto"): the measured fp32 trial, its cache, the rules fallback and forced names.
+
+The accuracy budget's side of "auto" (reduced precision, variants) is in test_accuracy_budget.py.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def _decisions(cache: Path) -> list[dict]:
 
 
 def test_measures_picks_and_says_why(model: Path, cache: Path) -> None:
-    backend = create_backend(model.parent, threads=1)
+    backend = create_backend(model.parent, "exact", threads=1)
     match = MEASURED.fullmatch(backend.reason)
     assert match, backend.reason
     assert match[1] == backend.display_name and {match[1], match[2]} == set(CPU_CHOICES)
@@ -55,7 +58,7 @@ def test_measures_picks_and_says_why(model: Path, cache: Path) -> None:
 
 
 def test_second_load_reuses_the_cached_decision(model: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = create_backend(model, threads=1)
+    first = create_backend(model, "exact", threads=1)
     (file,) = (cache / "auto").glob("*.json")
     # Flip the recorded winner: the next load must follow the file, not measure.
     decision = json.loads(file.read_text())
@@ -67,25 +70,25 @@ def test_second_load_reuses_the_cached_decision(model: Path, cache: Path, monkey
         raise AssertionError("a cached decision must not be measured again")
 
     monkeypatch.setattr(auto, "_measure", no_trial)
-    second = create_backend(model, threads=1)
+    second = create_backend(model, "exact", threads=1)
     assert second.display_name == other
     assert re.search(r"\(cached \d{4}-\d\d-\d\d\)$", second.reason), second.reason
 
 
 def test_changed_artifact_or_threads_measure_again(model: Path, cache: Path) -> None:
-    create_backend(model, threads=1)
-    create_backend(model, threads=2)  # another fingerprint
+    create_backend(model, "exact", threads=1)
+    create_backend(model, "exact", threads=2)  # another fingerprint
     assert len(_decisions(cache)) == 2
     save(stylizer_model(multiple=2), model)  # new bytes at the same path
-    assert "measured now" in create_backend(model, threads=1).reason
+    assert "measured now" in create_backend(model, "exact", threads=1).reason
     assert len(_decisions(cache)) == 3
 
 
 def test_corrupt_cache_file_is_measured_again(model: Path, cache: Path) -> None:
-    create_backend(model, threads=1)
+    create_backend(model, "exact", threads=1)
     (file,) = (cache / "auto").glob("*.json")
     file.write_text("{ not json")
-    assert "measured now" in create_backend(model, threads=1).reason
+    assert "measured now" in create_backend(model, "exact", threads=1).reason
     assert json.loads(file.read_text())["format"] == auto.CACHE_FORMAT
 
 
@@ -97,7 +100,7 @@ def test_unwritable_cache_never_breaks_loading(model: Path, tmp_path: Path, monk
     monkeypatch.setenv("ARTFORGE_CACHE_DIR", str(blocker / "cache"))
     with caplog.at_level(logging.WARNING, logger=auto.__name__):
         for _ in range(2):
-            backend = create_backend(model, threads=1)
+            backend = create_backend(model, "exact", threads=1)
             assert "measured now" in backend.reason and backend.display_name in CPU_CHOICES
     assert "could not cache the backend choice" in caplog.text
 
@@ -173,12 +176,12 @@ def test_auto_bf16_lets_the_trial_consider_reduced_precision(model: Path, cache:
     assert backend.reason.startswith("auto measured ")
     (decision,) = _decisions(cache)
     assert set(decision["timings_ms"]) == {*CPU_CHOICES, "openvino:bf16"}
-    # Plain auto never considers bf16, and keeps a decision of its own.
-    create_backend(model, "auto", threads=1)
+    # exact never considers bf16, and keeps a decision of its own.
+    create_backend(model, "exact", threads=1)
     decisions = _decisions(cache)
     assert len(decisions) == 2 and sum("openvino:bf16" in d["timings_ms"] for d in decisions) == 1
 
 
 def test_auto_with_an_unknown_precision_is_refused(model: Path) -> None:
     with pytest.raises(InvalidInputError, match="auto:bf16"):
-        create_backend(model, "auto:fp16")
+        create_backend(model, "auto:fp8")

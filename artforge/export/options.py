@@ -21,7 +21,7 @@ DEFAULT_OPSET = 18
 MIN_OPSET = 18
 
 # --------------------------------------------- precision variants (quantize)
-VARIANT_PRECISIONS = ("fp16", "int8")
+VARIANT_PRECISIONS = contract.VARIANT_PRECISIONS
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_CALIBRATION_METHOD = "minmax"
 # int8 activations are symmetric signed by default: TensorRT only accepts

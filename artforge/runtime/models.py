@@ -291,7 +291,9 @@ def model_for(backend: Backend, name: str | None = None, version: int | None = N
 def load_model(path: str | Path, backend: str = "auto", threads: int | None = None) -> Model:
     """Load one artifact (a model.onnx file or a version folder) outside any repository."""
     loaded = create_backend(path, backend, threads)
-    folder = loaded.path.parent
+    # The asked path names the model: auto may have loaded its <name>_int8 variant's file, which
+    # answers under the asked name.
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
     if folder.name.isdigit():  # <name>/<version>/model.onnx, as in a repository
         return model_for(loaded, name=folder.parent.name, version=int(folder.name))
     return model_for(loaded)

@@ -59,6 +59,9 @@ class Backend(abc.ABC):
     outputs: tuple[TensorSpec, ...]
     #: the artifact's string metadata (ONNX metadata_props)
     metadata_props: dict[str, str]
+    #: set when the artifact is the asked model's reduced-precision variant in the repository (e.g. "int8"
+    #: for <name>_int8), which then answers under the asked name; see backends/__init__.py
+    variant: str | None = None
 
     @classmethod
     @abc.abstractmethod
@@ -68,6 +71,12 @@ class Backend(abc.ABC):
     @classmethod
     def options(cls) -> tuple[str, ...]:
         """Options a user may force with "name:option" (available or not)."""
+        return ()
+
+    @classmethod
+    def reduced_precisions(cls) -> tuple[str, ...]:
+        """Options that run a float graph at reduced precision on this machine (e.g. OpenVINO's bf16 on a CPU
+        with bfloat16 instructions); "auto" measures them against fp32 and keeps them only within budget."""
         return ()
 
     @classmethod
@@ -86,7 +95,8 @@ class Backend(abc.ABC):
 
     @property
     def display_name(self) -> str:
-        return f"{self.name}:{self.option}" if self.option else self.name
+        shown = f"{self.name}:{self.option}" if self.option else self.name
+        return f"{shown}@{self.variant}" if self.variant else shown
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.display_name} {self.path}>"

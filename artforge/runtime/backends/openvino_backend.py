@@ -131,6 +131,10 @@ class OpenVinoBackend(Backend):
     def options(cls) -> tuple[str, ...]:
         return tuple(PRECISIONS)
 
+    @classmethod
+    def reduced_precisions(cls) -> tuple[str, ...]:
+        return ("bf16",) if "BF16" in cpu_capabilities() else ()
+
     def __init__(self, path: Path, option: str | None = None, threads: int | None = None,
                  reason: str = "") -> None:
         self.path = Path(path)
