@@ -16,8 +16,9 @@ Limits per kind (metrics are measured on the same inputs through both):
   change of any class probability;
 - generator: mean absolute pixel difference in uint8 levels.
 
-Plain Python and numpy: export/ writes budgets, runtime/ reads them and
-measures, the CLI shows them.
+Plain Python (numpy is imported by the measuring functions only, so the
+CLI's parser can show the defaults cheaply): export/ writes budgets,
+runtime/ reads them and measures, the CLI sets and shows them.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from artforge import contract
 from artforge.errors import InvalidInputError
 from artforge.files import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: the budget's file in a model's folder (<repo>/<name>/), shared by every version
 BUDGET_FILE = "budget.json"
@@ -157,12 +159,16 @@ def parse_budget(text: str | None) -> dict[str, Any]:
 # ------------------------------------------------------------------ measuring
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images (PSNR_IDENTICAL when they are equal)."""
+    import numpy as np
+
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return PSNR_IDENTICAL if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def deviation(kind: str, reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     """How far `got` is from `reference`: the contract outputs of one model kind for the same inputs."""
+    import numpy as np
+
     if got.shape != reference.shape or got.dtype != reference.dtype:
         raise InvalidInputError(f"outputs of {got.dtype} {list(got.shape)} cannot be compared with the "
                                 f"reference's {reference.dtype} {list(reference.shape)}")

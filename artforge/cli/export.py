@@ -1,5 +1,5 @@
-"""`artforge export`, `quantize` and `build-engine`: from a training run to a repository model, its
-reduced-precision variants and its TensorRT engine.
+"""`artforge export`, `quantize`, `budget` and `build-engine`: from a training run to a repository model,
+its reduced-precision variants, the accuracy budget that lets `auto` use them, and its TensorRT engine.
 
 Names, choices and defaults come from artforge/export/options.py (plain
 Python); torch, onnx, onnxruntime and tensorrt are imported when a command runs,
@@ -13,7 +13,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from artforge.cli.args import add_command, add_model_version, add_repository, positive_int, repository_path
+from artforge import accuracy
+from artforge.cli.args import (
+    add_command,
+    add_model_version,
+    add_repository,
+    non_negative_int,
+    positive_int,
+    repository_path,
+)
 from artforge.errors import ModelLoadError
 from artforge.export.options import (
     ACTIVATION_TYPES,
@@ -51,6 +59,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", default=None, metavar="fp16|int8[,...]",
                         help="after the fp32 export, also make these variants as <name>_<precision> "
                              "(see `artforge quantize`)")
+    parser.add_argument("--budget", default=None, metavar="KEY=VALUE[,...]",
+                        help="the model's accuracy budget, the limits that differ from its kind's defaults, e.g. "
+                             "min-psnr=35,max-level-diff=16 (keys: "
+                             f"{', '.join(k.replace('_', '-') for k in accuracy.BUDGET_KEYS)}; "
+                             "see `artforge budget`)")
     _add_variant_options(parser)
 
     parser = add_command(commands, "quantize",
@@ -64,6 +77,35 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="variant's version (default: one more than its highest)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing variant version")
     _add_variant_options(parser)
+
+    parser = add_command(commands, "budget", "show or set a model's accuracy budget: how far from fp32 `auto` may go",
+                         run_budget, description=(
+                             "Show or set the largest deviation from fp32 that `--backend auto` may pick for a "
+                             "model (OpenVINO bf16, its int8/fp16 variants, TensorRT fp16/int8), stored in "
+                             f"<repo>/<model>/{accuracy.BUDGET_FILE}; no re-export needed. Without options it "
+                             "shows the budget in effect."))
+    parser.add_argument("model", help="model name in the repository")
+    add_repository(parser)
+    defaults = accuracy.Budget()
+    limits = parser.add_argument_group("limits (each applies to one kind; unset ones keep the kind's default)")
+    limits.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                        help=f"stylizer: least mean PSNR against fp32 (default {defaults.min_psnr:g})")
+    limits.add_argument("--max-level-diff", type=non_negative_int, default=None, metavar="LEVELS",
+                        help=f"stylizer: largest pixel difference (default {defaults.max_level_diff})")
+    limits.add_argument("--min-top1-agreement", type=float, default=None, metavar="SHARE",
+                        help=f"classifier: least top-1 agreement, 0-1 (default {defaults.min_top1_agreement:g})")
+    limits.add_argument("--max-prob-diff", type=float, default=None, metavar="P",
+                        help=f"classifier: largest probability difference (default {defaults.max_prob_diff:g})")
+    limits.add_argument("--max-mae", type=float, default=None, metavar="LEVELS",
+                        help=f"generator: largest mean absolute difference (default {defaults.max_mae:g})")
+    parser.add_argument("--reset", action="store_true", help="forget the limits set so far (before applying any "
+                                                             "given now): back to the kind's defaults")
+    parser.add_argument("--samples", type=Path, default=None, metavar="DIR",
+                        help="copy up to 8 images from DIR into the model's samples/ folder: `auto` then measures "
+                             "accuracy on them instead of procedural images")
+    parser.add_argument("--measure", action="store_true",
+                        help="then load the model with `auto` and print what it picks, how fast and how far "
+                             "from fp32")
 
     parser = add_command(commands, "build-engine",
                          "build a TensorRT engine (model.plan) for a repository model (GPU)", run_build_engine)
@@ -148,8 +190,11 @@ def export_from_args(args: argparse.Namespace) -> Path:
 
     precisions = parse_precisions(args.precision)
     variant_options = _variant_options(args)
+    budget = accuracy.parse_budget(args.budget)
     path = export_run(args.run, repository_path(args), name=args.name, version=args.version, opset=args.opset,
                       overwrite=args.overwrite)
+    if budget:
+        accuracy.write_budget(path.parent.parent, budget)
     if precisions:
         from artforge.export.precision import make_variant
 
@@ -172,6 +217,35 @@ def run_quantize(args: argparse.Namespace) -> int:
                                 variant=args.name, variant_version=args.variant_version, overwrite=args.overwrite,
                                 **_variant_options(args))
     print(f"{report['precision']} variant: {path} (accuracy report: {path.parent / 'accuracy.json'})")
+    return 0
+
+
+# ---------------------------------------------------------------------- budget
+def run_budget(args: argparse.Namespace) -> int:
+    from artforge.runtime import Repository
+    from artforge.runtime.backends import inspect_backend
+    from artforge.runtime.models import read_metadata
+    from artforge.runtime.representative import copy_samples
+
+    repo = Repository(repository_path(args))
+    version = repo.version_path(args.model)  # NotFoundError naming the models there
+    folder = version.parent
+    inspected = inspect_backend(version)
+    kind = read_metadata(inspected, str(inspected.path)).kind
+    given = {key: getattr(args, key) for key in accuracy.BUDGET_KEYS if getattr(args, key) is not None}
+    if given or args.reset:
+        overrides = {} if args.reset else accuracy.read_overrides(folder)
+        accuracy.write_budget(folder, {**overrides, **given})
+    if args.samples is not None:
+        copied = copy_samples(args.samples, folder)
+        print(f"copied {len(copied)} sample image(s) to {copied[0].parent}")
+    budget, overrides = accuracy.read_budget(folder), accuracy.read_overrides(folder)
+    print(f"{args.model} ({kind}): {accuracy.describe_budget(kind, budget)}")
+    for key, value in budget.for_kind(kind).items():
+        print(f"  {key.replace('_', '-')}: {value:g} ({'set' if key in overrides else 'default'})")
+    if args.measure:
+        model = repo.load(args.model)
+        print(f"auto picks {model.backend_name} for {model.name} ({model.description}): {model.backend.reason}")
     return 0
 
 

@@ -77,3 +77,31 @@ def representative_inputs(meta: ModelMetadata, side: int, model_dir: Path | None
 
         return pipeline.classifier_batch([str(p) for p in files[:count]], size)  # decode, centre square
     return procedural_images(count, size)
+
+
+#: sample images are stored as centre squares of this side (auto resizes them to what it measures at)
+SAMPLE_SIDE = 512
+
+
+def copy_samples(source: Path, model_dir: Path, count: int = COUNT_CLASSIFIER) -> list[Path]:
+    """Copy up to `count` images from the folder `source` (spread over its sorted files) into
+    <model_dir>/samples/ as PNG centre squares of SAMPLE_SIDE; the old samples are replaced."""
+    from artforge.errors import InvalidInputError, NotFoundError
+    from artforge.runtime.imageio import load_image, write_image
+    from artforge.runtime.pipeline import center_square
+
+    if not Path(source).is_dir():
+        raise NotFoundError(f"samples folder {source} does not exist or is not a folder")
+    files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in SAMPLE_SUFFIXES and p.is_file())
+    if not files:
+        raise InvalidInputError(f"samples folder {source} holds no images ({', '.join(SAMPLE_SUFFIXES)})")
+    picked = [files[round(i * (len(files) - 1) / max(count - 1, 1))] for i in range(min(count, len(files)))]
+    target = Path(model_dir) / SAMPLES_DIR
+    target.mkdir(exist_ok=True)
+    for old in sample_files(model_dir):
+        old.unlink()
+    written = []
+    for i, file in enumerate(dict.fromkeys(picked)):
+        square = center_square(load_image(str(file), short_side=SAMPLE_SIDE), SAMPLE_SIDE)
+        written.append(write_image(target / f"{i:02d}.png", square))
+    return written
