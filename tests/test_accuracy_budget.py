@@ -271,3 +271,29 @@ def test_representative_inputs_prefer_the_owners_samples(tmp_path: Path) -> None
         write_image(folder / SAMPLES_DIR / f"{i}.png", np.full((40, 50, 3), value, np.uint8))
     samples = representative_inputs(meta, 32, folder)
     assert samples.shape == (2, 32, 32, 3) and sorted(np.unique(samples)) == [10, 200]
+
+
+def test_budget_command_sets_shows_and_resets(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from artforge.cli import main
+    from artforge.runtime import write_image
+
+    assert main(["budget", "invert", "--repo", str(repo)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["invert (stylizer): PSNR >= 40 dB, max <= 12 levels",
+                                                    "  min-psnr: 40 (default)", "  max-level-diff: 12 (default)"]
+    assert main(["budget", "invert", "--repo", str(repo), "--min-psnr", "35"]) == 0
+    assert main(["budget", "invert", "--repo", str(repo), "--max-level-diff", "30"]) == 0  # adds to what was set
+    assert accuracy.read_overrides(repo / "invert") == {"min_psnr": 35.0, "max_level_diff": 30}
+    assert "  min-psnr: 35 (set)" in capsys.readouterr().out
+    assert Repository(repo).describe()[0]["budget"] == {"min_psnr": 35.0, "max_level_diff": 30}
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        write_image(photos / f"{i}.png", np.full((20, 30, 3), 60 * i, np.uint8))
+    assert main(["budget", "invert", "--repo", str(repo), "--reset", "--samples", str(photos), "--measure"]) == 0
+    out = capsys.readouterr().out
+    assert "copied 3 sample image(s)" in out and "  min-psnr: 40 (default)" in out
+    assert "auto picks " in out and "auto measured " in out
+    assert not (repo / "invert" / accuracy.BUDGET_FILE).exists()
+    assert len(list((repo / "invert" / SAMPLES_DIR).glob("*.png"))) == 3
+    assert main(["budget", "invert", "--repo", str(repo), "--max-prob-diff", "2"]) == 2
+    assert "max_prob_diff must be a number from 0 to 1" in capsys.readouterr().err

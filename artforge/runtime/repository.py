@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, TypeVar
 
+from artforge import accuracy
 from artforge.errors import ArtforgeError, InvalidInputError, NotFoundError, WrongKindError
 from artforge.runtime.backends import create_backend, inspect_backend, registered_artifacts
 from artforge.runtime.models import Classifier, Generator, Model, Stylizer, check_contract, model_for, read_metadata
@@ -128,7 +129,8 @@ class Repository:
 
     def describe(self) -> list[dict[str, Any]]:
         """One entry per model: name, versions and, for the latest version, kind,
-        metadata and I/O specs, or `error` (one sentence) when it cannot be read."""
+        metadata, I/O specs and accuracy budget (what `auto` may deviate from fp32),
+        or `error` (one sentence) when it cannot be read."""
         entries = []
         for name in self.names():
             entry: dict[str, Any] = {"name": name, "versions": self.versions(name)}
@@ -137,6 +139,7 @@ class Repository:
                 backend = inspect_backend(folder)
                 meta = read_metadata(backend, str(backend.path))
                 check_contract(meta, backend.inputs, backend.outputs, str(backend.path))
+                budget = accuracy.read_budget(self.path / name).for_kind(meta.kind)
             except ArtforgeError as error:
                 entry["error"] = str(error)
             else:
@@ -145,6 +148,6 @@ class Repository:
                     inputs=[s.as_dict() for s in backend.inputs], outputs=[s.as_dict() for s in backend.outputs],
                     labels=list(meta.labels), input_size=meta.input_size, latent_size=meta.latent_size,
                     output_size=meta.output_size, size_multiple=meta.size_multiple,
-                    max_batch_size=self.max_batch_size(name))
+                    max_batch_size=self.max_batch_size(name), budget=budget)
             entries.append(entry)
         return entries

@@ -95,13 +95,14 @@ def copy_samples(source: Path, model_dir: Path, count: int = COUNT_CLASSIFIER) -
     files = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in SAMPLE_SUFFIXES and p.is_file())
     if not files:
         raise InvalidInputError(f"samples folder {source} holds no images ({', '.join(SAMPLE_SUFFIXES)})")
-    picked = [files[round(i * (len(files) - 1) / max(count - 1, 1))] for i in range(min(count, len(files)))]
+    # evenly over the sorted files, not the first ones: a folder sorted by class would give one class
+    picked = files if len(files) <= count else [files[round(i * (len(files) - 1) / (count - 1))] for i in range(count)]
     target = Path(model_dir) / SAMPLES_DIR
     target.mkdir(exist_ok=True)
     for old in sample_files(model_dir):
         old.unlink()
     written = []
-    for i, file in enumerate(dict.fromkeys(picked)):
+    for i, file in enumerate(picked):
         square = center_square(load_image(str(file), short_side=SAMPLE_SIDE), SAMPLE_SIDE)
         written.append(write_image(target / f"{i:02d}.png", square))
     return written
