@@ -167,9 +167,10 @@ def pick_model(repo: Any, kind: str, name: str | None) -> str:
 # --------------------------------------------------------------------- backend
 def add_backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", metavar="NAME",
-                        help="runtime backend: auto (the fastest exact backend, measured once per model), "
-                             "auto:bf16 (may also pick bfloat16), or a name: onnxruntime, openvino:fp32, "
-                             "openvino:bf16, ...")
+                        help="runtime backend: auto (the fastest candidate within the model's accuracy budget, "
+                             "bf16 and int8/fp16 variants included, measured once per model; see `artforge budget`), "
+                             "exact (the fastest fp32 backend), auto:bf16|fp16|int8, or a name: onnxruntime, "
+                             "openvino:fp32, openvino:bf16, openvino:fp32@int8 (the model's int8 variant), ...")
 
 
 # ----------------------------------------------------------- server connection
