@@ -201,7 +201,8 @@ def judge(kind: str, metrics: dict[str, Any], budget: Budget) -> list[str]:
 def summary(kind: str, metrics: dict[str, Any]) -> str:
     """The budgeted metrics in a few words, e.g. "PSNR 52.3 dB, max 2 levels"."""
     if kind == contract.STYLIZER:
-        return f"PSNR {metrics['psnr_db']:.1f} dB, max {metrics['max_level_diff']} levels"
+        levels = metrics["max_level_diff"]
+        return f"PSNR {metrics['psnr_db']:.1f} dB, max {levels} level{'' if levels == 1 else 's'}"
     if kind == contract.CLASSIFIER:
         return f"top-1 agreement {metrics['top1_agreement']:.0%}, max prob diff {metrics['max_prob_diff']:.3g}"
     return f"MAE {metrics['mae_levels']:.2f} levels"

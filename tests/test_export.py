@@ -208,6 +208,21 @@ def test_cli_pair(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureF
     assert "exporting generator" in printed and "largest difference" in printed
 
 
+def test_export_sets_the_accuracy_budget(runs: dict[str, Path], tmp_path: Path) -> None:
+    from artforge import accuracy
+    from artforge.errors import InvalidInputError
+
+    bad = build_parser().parse_args(["export", str(runs["generator"]), "--repo", str(tmp_path), "--budget", "mae=2"])
+    with pytest.raises(InvalidInputError, match="'mae=2' is not KEY=VALUE"):
+        export_from_args(bad)
+    assert not (tmp_path / runs["generator"].name).exists()  # refused before the slow export
+    args = build_parser().parse_args(["export", str(runs["generator"]), "--repo", str(tmp_path), "--name", "gen",
+                                      "--budget", "max-mae=1.5"])
+    export_from_args(args)
+    assert accuracy.read_overrides(tmp_path / "gen") == {"max_mae": 1.5}
+    assert accuracy.read_budget(tmp_path / "gen").for_kind("generator") == {"max_mae": 1.5}
+
+
 def _perturbed(path: Path) -> onnx.ModelProto:
     model = onnx.load(str(path))
     for init in model.graph.initializer:
