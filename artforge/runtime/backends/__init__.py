@@ -127,11 +127,12 @@ def _forced(cls: type[Backend], path: Path, name: str, option: str | None, varia
     if variant is not None:
         model_dir = model_folder(path)
         folder = variant_folder(model_dir, variant) if model_dir else None
-        artifact = _artifact(cls, folder) if folder else None
-        if artifact is None:
+        found = _artifact(cls, folder) if folder else None
+        if found is None:
             where = f"{model_dir.parent / (model_dir.name + '_' + variant)}" if model_dir else "a repository"
             raise NotFoundError(f"{path}: no {variant} variant for backend {cls.name} (looked in {where}; "
                                 f"make one with `artforge quantize --precision {variant}`)")
+        artifact = found
     if option is None and cls.probe() is None:
         raise ModelLoadError(f"backend {cls.name} is not available on this machine; "
                              f"available: {', '.join(available_backends()) or 'none'}")

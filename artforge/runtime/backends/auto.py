@@ -333,6 +333,9 @@ def _within_budget(trial: _Trial, loaded: list[Backend], threads: int | None, bu
     trial.kind, trial.reference = reference.kind, reference_backend.display_name
     kept = []
     for backend in loaded:
+        if backend is reference_backend:
+            kept.append(backend)  # 0 by definition; no need to run it again
+            continue
         try:
             if backend.variant:
                 check_variant(backend, budgeted.reference.artifact)
