@@ -113,7 +113,7 @@ class RayExecutor:
         self._repository = str(Path(repository).resolve())
         # Every actor loads the version the driver found and, for "auto", the backend the driver's trial chose:
         # nodes that measured differently would make different pixels.
-        self._pinned = [(m.name, m.version, m.backend_name if backend.startswith("auto") else backend)
+        self._pinned = [(m.name, m.version, m.backend_name if backend.startswith(("auto", "exact")) else backend)
                         for m in self._local.stylizers]
         self._started = False
         if not self._ray.is_initialized():
