@@ -253,7 +253,11 @@ def _fit_batch(feeds: dict[str, np.ndarray], backend: Backend) -> dict[str, np.n
 
 def _reference(backend: Backend, model_dir: Path | None) -> _Reference:
     meta = contract.ModelMetadata.from_props(backend.metadata_props, source=str(backend.path))
-    image = next(spec for spec in backend.inputs if spec.name == meta.input_name)
+    inputs = {spec.name: spec for spec in backend.inputs}
+    if meta.input_name not in inputs or meta.output_name not in {spec.name for spec in backend.outputs}:
+        # Loading the model reports this properly (models.check_contract); here it only means no reference.
+        raise ModelLoadError(f"{backend.path}: the graph's inputs and outputs are not a {meta.kind}'s")
+    image = inputs[meta.input_name]
     side = image.shape[1] if len(image.shape) == 4 and image.shape[1] is not None else _side(backend.metadata_props)
     feeds = _fit_batch({meta.input_name: representative.representative_inputs(meta, side, model_dir)}, backend)
     return _Reference(meta.kind, feeds, meta.output_name, backend.run(feeds)[meta.output_name])
