@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 
 from artforge import contract
+from artforge.accuracy import psnr
 from artforge.errors import ArtforgeError, InvalidInputError, NotFoundError, ParityError
 from artforge.export import repository
 from artforge.export.options import (
@@ -287,11 +288,6 @@ def sensitivity(prepared: Path, quantized: Path, batch: np.ndarray, input_name: 
 
 
 # ----------------------------------------------------------------- measuring
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))  # 99 dB stands for "identical"
-
-
 def _ssim(a: np.ndarray, b: np.ndarray) -> float:
     try:
         from skimage.metrics import structural_similarity
@@ -332,13 +328,13 @@ def measure(kind: str, reference, variant, input_name: str, batches: Sequence[np
             result["variant_accuracy"] = float((got[rows].argmax(1) == classes).mean())
         return result
     if kind == contract.STYLIZER:
-        psnr = [_psnr(a, b) for a, b in zip(ref, got, strict=True)]
+        per_image = [psnr(a, b) for a, b in zip(ref, got, strict=True)]
         ssim = [_ssim(a, b) for a, b in zip(ref, got, strict=True)]
-        return {"images": len(ref), "size": list(ref.shape[1:3]), "psnr_db": float(np.mean(psnr)),
-                "min_psnr_db": float(np.min(psnr)), "ssim": float(np.mean(ssim)), "min_ssim": float(np.min(ssim))}
+        return {"images": len(ref), "size": list(ref.shape[1:3]), "psnr_db": float(np.mean(per_image)),
+                "min_psnr_db": float(np.min(per_image)), "ssim": float(np.mean(ssim)), "min_ssim": float(np.min(ssim))}
     diff = np.abs(ref.astype(np.int16) - got.astype(np.int16))
     return {"latents": len(ref), "mae_levels": float(diff.mean()), "max_levels": int(diff.max(initial=0)),
-            "psnr_db": _psnr(ref, got)}
+            "psnr_db": psnr(ref, got)}
 
 
 def judge(kind: str, metrics: dict[str, Any], thresholds: Thresholds) -> list[str]:
