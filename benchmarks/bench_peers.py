@@ -60,6 +60,7 @@ import glob
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -76,7 +77,17 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import HOST, QUALITY, SIDE, Cell, free_port, jpeg_input, run_cell, serve_subprocess  # noqa: E402
+from bench_serving import (  # noqa: E402
+    HOST,
+    QUALITY,
+    SIDE,
+    Cell,
+    free_port,
+    jpeg_input,
+    measured,
+    run_cell,
+    serve_subprocess,
+)
 from common import command_line, machine, write_section  # noqa: E402
 
 from artforge.client import ImageClient  # noqa: E402
@@ -96,6 +107,12 @@ ROWS = {
     "artforge gRPC image API": "gRPC, JPEG",
     "artforge KServe gRPC": "gRPC, uint8 tensor",
 }
+#: prefix of the rows of artforge servers started with --variant flags
+VARIANT = "artforge gRPC image API, "
+
+
+def sends(row: str) -> str:
+    return ROWS.get(row, "gRPC, JPEG")
 
 
 # --------------------------------------------------------------------------------------- finding peers
@@ -266,15 +283,28 @@ def picture(side: int) -> bytes:
 
 def post_work(port: int, path: str, data: bytes, content_type: str,
               seen: dict[str, str] | None = None) -> Callable[[], object]:
-    """POST the JPEG, one keep-alive connection per client thread; the same client code for every server."""
+    """POST the JPEG, one keep-alive connection per client thread; the same client code for every server.
+
+    A kept connection the server closed while idle (a server's keep-alive timeout: a thread can sit out
+    several seconds behind its peers at high concurrency) is reopened once, as pooling HTTP clients do.
+    """
     local = threading.local()
 
     def call() -> object:
-        if not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection(HOST, port, timeout=120)
-        local.connection.request("POST", path, body=data, headers={"Content-Type": content_type})
-        response = local.connection.getresponse()
-        body = response.read()
+        while True:
+            fresh = not hasattr(local, "connection")
+            if fresh:
+                local.connection = http.client.HTTPConnection(HOST, port, timeout=120)
+            try:
+                local.connection.request("POST", path, body=data, headers={"Content-Type": content_type})
+                response = local.connection.getresponse()
+                body = response.read()
+                break
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                local.connection.close()
+                del local.connection
+                if fresh:
+                    raise
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
         if seen is not None and "x-precision" not in seen and response.getheader("x-precision"):
@@ -339,7 +369,8 @@ def fmt(value: float, digits: int = 1) -> str:
 def report(args: argparse.Namespace, peers: Peers, precision: dict[str, str], own: dict[tuple[str, int], Cell],
            pa: dict[tuple[str, int], PaResult], cpu: dict[tuple[str, int], float], seconds: float,
            input_kb: int) -> str:
-    rows = [name for name in ROWS if any(key[0] == name for key in (*own, *pa))]
+    rows = list(dict.fromkeys([*(name for name in ROWS if any(key[0] == name for key in (*own, *pa))),
+                               *(key[0] for key in own if key[0].startswith(VARIANT))]))
     pa_settings = (f"count windows of {args.pa_requests} requests, up to {args.pa_trials} windows, "
                    f"stable within {args.pa_stability} %")
     lines = [
@@ -353,11 +384,14 @@ def report(args: argparse.Namespace, peers: Peers, precision: dict[str, str], ow
         f"zoo/repository/{args.model} for TorchServe's ONNX path and artforge); input a {args.side}x{args.side} "
         f"JPEG photo ({input_kb} KB), JPEG q{QUALITY} out. TorchServe {args.torchserve_workers} worker(s) per "
         "model, batch size 1 (its default); artforge its defaults"
-        + (f" with `{' '.join(args.artforge_flags)}`" if args.artforge_flags else "") + ".  ",
+        + (f" with `{' '.join(args.artforge_flags)}`" if args.artforge_flags else "")
+        + ("; rows `artforge gRPC image API, FLAGS` are more artforge servers started with those flags"
+           if args.variant else "") + ".  ",
         f"Own generator: at most {args.requests} requests or {args.time_limit:g} s per cell, in {args.rounds} "
         "interleaved rounds (cells alternate server by server), each after up to 4 warm-up calls; latency per "
         f"request as the client sees it. perf_analyzer: {pa_settings}; its p50/p99.  ",
-        "Server CPU: the server's process tree's CPU seconds per request during the own generator's cells.",
+        "Server CPU: the server's process tree's CPU seconds per request during the own generator's cells; "
+        "graph batch: artforge's mean rows per graph run in the cell (its KServe statistics).",
         "",
         "Precision, as each server reports it:",
         "",
@@ -366,17 +400,17 @@ def report(args: argparse.Namespace, peers: Peers, precision: dict[str, str], ow
     if peers.skipped:
         lines += ["", "Skipped: " + "; ".join(peers.skipped) + "."]
     lines += ["", "| concurrency | server · path | sends | own: req/s | p50 ms | p99 ms | n | server CPU-s/req "
-              "| perf_analyzer: req/s | p50 ms | p99 ms | n |",
-              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| graph batch | perf_analyzer: req/s | p50 ms | p99 ms | n |",
+              "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in args.concurrency:
         for name in rows:
             cell, result = own.get((name, c)), pa.get((name, c))
             if cell is None and result is None:
                 continue
-            own_cols = (["-"] * 5 if cell is None else
+            own_cols = (["-"] * 6 if cell is None else
                         [fmt(cell.throughput, 2), fmt(cell.ms(50), 0), fmt(cell.ms(99), 0),
                          str(len(cell.latencies)) + (f" ({len(cell.errors)} errors)" if cell.errors else ""),
-                         fmt(cpu.get((name, c), float("nan")), 3)])
+                         fmt(cpu.get((name, c), float("nan")), 3), fmt(cell.batch, 2)])
             if result is None:
                 pa_cols = ["-"] * 4
             elif result.error:
@@ -384,7 +418,7 @@ def report(args: argparse.Namespace, peers: Peers, precision: dict[str, str], ow
             else:
                 pa_cols = [fmt(result.throughput, 2), fmt(result.p50_ms, 0), fmt(result.p99_ms, 0),
                            str(result.requests)]
-            lines.append(f"| {c} | {name} | {ROWS[name]} | " + " | ".join(own_cols + pa_cols) + " |")
+            lines.append(f"| {c} | {name} | {sends(name)} | " + " | ".join(own_cols + pa_cols) + " |")
     lines += target_lines(args, own, pa)
     warnings = sum(r.timer_warnings for r in pa.values())
     lines += ["", "Notes: perf_analyzer's KServe runs send the decoded picture as a uint8 tensor and get one back "
@@ -450,6 +484,9 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="artforge serve's --backend")
     parser.add_argument("--artforge-flags", nargs=argparse.REMAINDER, default=[],
                         help="more `artforge serve` flags (last on the line)")
+    parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
+                        help="also measure an artforge server started with these extra flags (gRPC image API "
+                        "only), e.g. --variant=\"--max-batch-size 1\"; repeatable")
     parser.add_argument("--no-perf-analyzer", action="store_true", help="the own generator only")
     parser.add_argument("--no-own", action="store_true", help="perf_analyzer only")
     parser.add_argument("--quick", action="store_true", help="a few requests per cell, to try the harness")
@@ -502,6 +539,13 @@ def main() -> None:
                                                       f"&quality={QUALITY}", data, "image/jpeg"))
         works["artforge gRPC image API"] = (af, lambda: api.stylize(data, model=name, format="jpeg",
                                                                     quality=QUALITY))
+        for i, flags in enumerate(args.variant):
+            (workdir / f"af{i}").mkdir()
+            server = stack.enter_context(artforge(args.repo, name, ["--backend", args.backend, *args.artforge_flags,
+                                                                    *shlex.split(flags)], workdir / f"af{i}"))
+            client = stack.enter_context(ImageClient(server.grpc_target, timeout=120))
+            works[VARIANT + flags] = (server, lambda client=client: client.stylize(data, model=name, format="jpeg",
+                                                                                   quality=QUALITY))
         if not args.no_own:
             order = list(works)
             for round_ in range(args.rounds):
@@ -513,7 +557,11 @@ def main() -> None:
                         server, work = works[path]
                         cell = own.setdefault((path, c), Cell("Stylize", path, c))
                         before, done = process_tree_cpu(server.pid), len(cell.latencies)
-                        run_cell(cell, work, -(-args.requests // args.rounds), args.time_limit / args.rounds)
+                        if server.grpc_target:  # artforge: count its graph batches too
+                            measured(cell, work, -(-args.requests // args.rounds), args.time_limit / args.rounds,
+                                     server.grpc_target, name)
+                        else:
+                            run_cell(cell, work, -(-args.requests // args.rounds), args.time_limit / args.rounds)
                         spent = process_tree_cpu(server.pid) - before
                         count = len(cell.latencies) - done
                         if count:
