@@ -448,7 +448,11 @@ def target_lines(args: argparse.Namespace, own: dict[tuple[str, int], Cell],
         _, peer_name, peer = max(peers, key=lambda item: item[0])
         for name in ("artforge HTTP image", "artforge gRPC image API"):
             cell = own.get((name, c))
-            if cell is None or not cell.latencies:
+            if cell is None:
+                continue
+            if not cell.latencies:
+                out.append(f"| {c} | {peer_name} | {name} | - | - | **no** ({len(cell.errors)} errors) |")
+                rows += 1
                 continue
             ratio, p99 = cell.throughput / peer.throughput, cell.ms(99) / peer.ms(99)
             met = "yes" if ratio >= 1.0 and p99 < 1.0 else "**no**"
