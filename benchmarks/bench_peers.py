@@ -49,6 +49,11 @@ Point the benchmark at the venv with `--peers-venv` or $ARTFORGE_PEERS_VENV
 skipped, and the report says which and why.
 
     python benchmarks/bench_peers.py [--quick] [--concurrency 1 2 4] [--backend auto]
+    python benchmarks/bench_peers.py --variant="--max-batch-size 1"   # one more artforge server, as rows
+
+`--variant FLAGS` (repeatable) adds artforge servers started with extra
+flags (gRPC image API rows): the check that batching 512² stylizer inputs
+costs no CPU per request (docs/decisions.md, "Serving against TorchServe").
 """
 
 from __future__ import annotations
