@@ -464,7 +464,7 @@ def target_lines(args: argparse.Namespace, own: dict[tuple[str, int], Cell],
             out.append(f"| {c} | {peer_name} ({peer.throughput:.2f} req/s, p99 {peer.ms(99):.0f} ms) | {name} | "
                        f"{ratio:.2f} | {p99:.2f} | {met} |")
             rows += 1
-    return out if rows else []
+    return out if rows else ["", "Target: not judged (no TorchServe figures in this run)."]
 
 
 # -------------------------------------------------------------------------------------------------- main
