@@ -395,7 +395,8 @@ def report(args: argparse.Namespace, peers: Peers, precision: dict[str, str], ow
         f"Own generator: at most {args.requests} requests or {args.time_limit:g} s per cell, in {args.rounds} "
         "interleaved rounds (cells alternate server by server), each after up to 4 warm-up calls; latency per "
         f"request as the client sees it. perf_analyzer: {pa_settings}; its p50/p99.  ",
-        "Server CPU: the server's process tree's CPU seconds per request during the own generator's cells; "
+        "Server CPU: the server's process tree's CPU seconds per request served during the own generator's "
+        "cells (warm-up calls included in both); "
         "graph batch: artforge's mean rows per graph run in the cell (its KServe statistics).",
         "",
         "Precision, as each server reports it:",
@@ -519,6 +520,8 @@ def main() -> None:
     own: dict[tuple[str, int], Cell] = {}
     pa: dict[tuple[str, int], PaResult] = {}
     cpu: dict[tuple[str, int], float] = {}
+    spent: dict[tuple[str, int], float] = {}
+    served: dict[tuple[str, int], int] = {}
     precision: dict[str, str] = {}
     print(f"{machine()}; load average {args.load_before:.1f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp, contextlib.ExitStack() as stack:
@@ -565,17 +568,17 @@ def main() -> None:
                     for path in order[shift:] + order[:shift]:
                         server, work = works[path]
                         cell = own.setdefault((path, c), Cell("Stylize", path, c))
-                        before, done = process_tree_cpu(server.pid), len(cell.latencies)
+                        before, done = process_tree_cpu(server.pid), len(cell.latencies) + len(cell.errors)
                         if server.grpc_target:  # artforge: count its graph batches too
                             measured(cell, work, -(-args.requests // args.rounds), args.time_limit / args.rounds,
                                      server.grpc_target, name)
                         else:
                             run_cell(cell, work, -(-args.requests // args.rounds), args.time_limit / args.rounds)
-                        spent = process_tree_cpu(server.pid) - before
-                        count = len(cell.latencies) - done
-                        if count:
-                            previous = cpu.get((path, c), 0.0) * done
-                            cpu[(path, c)] = (previous + spent) / len(cell.latencies)
+                        spent[(path, c)] = spent.get((path, c), 0.0) + process_tree_cpu(server.pid) - before
+                        # run_cell's warm-up calls (min(c, 4) a round) cost the server too
+                        served[(path, c)] = (served.get((path, c), 0) + len(cell.latencies) + len(cell.errors)
+                                             - done + min(c, 4))
+            cpu.update({key: spent[key] / served[key] for key in spent if served[key]})
         for path, label in (("eager", "eager"), ("onnx", "ONNX")):
             if seen[path].get("x-precision"):
                 precision[f"TorchServe {label}"] = seen[path]["x-precision"]
