@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint zoo bench clean browser
+.PHONY: demo test lint zoo bench peers clean browser
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ zoo: $(VENV)/.full
 bench: $(VENV)/.full
 	$(PIP) -e '.[train,dev,bench]'
 	$(PY) benchmarks/bench_suite.py
+
+# The peers benchmarks/bench_peers.py compares the server with (TorchServe in its own venv, perf_analyzer);
+# idempotent. PEERS_VENV defaults to ../peers-venv beside the checkout, never $(VENV).
+peers:
+	bash benchmarks/setup_peers.sh $(PEERS_VENV)
 
 clean:
 	rm -rf $(VENV) out

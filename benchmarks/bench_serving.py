@@ -160,15 +160,16 @@ def server(repo: Path, in_process: bool, extra: list[str]) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_subprocess(flags: list[str], target: str) -> Iterator[None]:
-    """`python -m artforge serve FLAGS` for the block, once it answers at target (gRPC); SIGTERM after."""
+def serve_subprocess(flags: list[str], target: str) -> Iterator[subprocess.Popen]:
+    """`python -m artforge serve FLAGS` for the block, once it answers at target (gRPC); yields the process;
+    SIGTERM after."""
     log = open(os.devnull, "w")  # noqa: SIM115 - closed below; the server's INFO lines would interleave the table
     process = subprocess.Popen([sys.executable, "-m", "artforge", "serve", *flags], stderr=log, stdout=log)
     try:
         # The client's retries ride out the start (loading models takes seconds).
         with ImageClient(target, retries=60, backoff_s=0.1, max_backoff_s=0.5, timeout=90) as client:
             client.list_models()
-        yield
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
