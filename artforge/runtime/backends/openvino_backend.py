@@ -28,8 +28,9 @@ subgraph and plans its memory ahead, which the dynamic model cannot. Measured
 on the zoo's width-1.0 stylizer, bf16, one thread (CPU time, this 2-core AMD
 EPYC): 3% less at 256x256, 6% at 64x64, 11% at 32x32; the boundary ops fell
 from 5.1 to 1.3 ms at 256x256. A static compile costs 0.1-0.5 s, so a shape
-is compiled on its STATIC_AFTER-th run, and the memory it holds (its planned
-activations: +20 MiB at 256x256, +75 MiB at 512x512, bf16) is bounded by
+is compiled on its STATIC_AFTER-th run, and the memory it holds (about 10 MiB
+of compiled code plus its planned activations: 16 MiB at 256x256, 66 MiB at
+512x512, 268 MiB at 1024x1024 in bf16) is bounded by
 STATIC_SHAPES models per backend, least recently used first out, for inputs
 of at most STATIC_MAX_PIXELS pixels (docs/decisions.md, "Backends: OpenVINO
 static shapes").
