@@ -25,12 +25,13 @@ import argparse
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command_line, machine, measure, percentile, write_section  # noqa: E402
+from common import command_line, machine, percentile, write_section  # noqa: E402
 
 from artforge import contract  # noqa: E402
 from artforge.export.options import Thresholds  # noqa: E402
@@ -79,14 +80,30 @@ class _AsSession:
         return list(self.model.infer(feeds).values())  # type: ignore[attr-defined]
 
 
-def timed(repo: Repository, name: str, backend: str, feed: dict[str, np.ndarray], quick: bool) -> float | None:
-    try:
-        model = repo.load(name, backend=backend)
-        times = measure(lambda: model.infer(feed), min_runs=3 if quick else 7, min_seconds=0.5 if quick else 2.0)
-    except Exception as exc:  # a backend that cannot run a variant is a result, shown as such
-        print(f"  {name} on {backend}: {exc}", flush=True)
-        return None
-    return percentile(times, 50)
+def timed(repo: Repository, cells: list[tuple[str, str]], feed: dict[str, np.ndarray],
+          quick: bool) -> dict[tuple[str, str], float | None]:
+    """p50 seconds of each (model, backend) cell, timed interleaved round by round like the suite (drift in
+    the machine's speed lands on every cell alike); None for a cell that cannot run here."""
+    models = {}
+    for name, backend in cells:
+        try:
+            models[(name, backend)] = repo.load(name, backend=backend)
+            models[(name, backend)].infer(feed)
+        except Exception as exc:  # a backend that cannot run a variant is a result, shown as such
+            print(f"  {name} on {backend}: {exc}", flush=True)
+    times: dict[tuple[str, str], list[float]] = {cell: [] for cell in models}
+    block_seconds = 0.1 if quick else 0.4
+    for _ in range(3 if quick else 6):
+        for cell, model in models.items():
+            model.infer(feed)  # an untimed opener absorbs the previous cell's idle threads
+            block = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                model.infer(feed)
+                times[cell].append(time.perf_counter() - t0)
+                if time.perf_counter() - block >= block_seconds:
+                    break
+    return {cell: percentile(times[cell], 50) if cell in times else None for cell in cells}
 
 
 def held_out_batches(meta: contract.ModelMetadata, held_out: Path, count: int) -> list[np.ndarray]:
@@ -133,7 +150,7 @@ def run(work: Path, quick: bool) -> list[str]:
         judge_on = held_out_batches(meta, held_out, judged)
         cells = [(name, "fp32", b) for b in backends] + [
             (f"{name}_{suffix}", suffix, b) for suffix, _, _ in VARIANTS for b in backends]
-        timings = {(model_name, b): timed(repo, model_name, b, feed, quick) for model_name, _, b in cells}
+        timings = timed(repo, [(model_name, b) for model_name, _, b in cells], feed, quick)
         exact = min((p for (m, b), p in timings.items() if m == name and b in exact_backends and p), default=None)
         for model_name, variant, backend in cells:
             p50 = timings[(model_name, backend)]

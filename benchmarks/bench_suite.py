@@ -576,8 +576,12 @@ def peer_suite(args: argparse.Namespace, specs: list[Spec]) -> None:
              "OpenVINO backend does the same for a shape it sees again (bounded; docs/decisions.md).", ""]
     lines += ["### artforge against OpenVINO's defaults and the fastest exact peer", ""] + summary(cases)
     lines += ["", "### Every peer", ""] + table(cases, peaks)
-    written = plot(cases)
-    lines += ["", "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in written)]
+    try:
+        written = plot(cases)
+    except ImportError:  # matplotlib is a plotting extra; the tables are the result
+        lines += ["", "Plots: none (matplotlib is not installed)."]
+    else:
+        lines += ["", "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in written)]
     write_section("suite", "\n".join(lines))
     (Path(__file__).parent / "suite.json").write_text(json.dumps(
         {"peaks_gflops": peaks, "cases": [{"model": c.model, "kind": c.kind, "input": c.label, "flops": c.flops,
