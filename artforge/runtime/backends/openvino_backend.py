@@ -32,8 +32,9 @@ is compiled on its STATIC_AFTER-th run, and the memory it holds (about 10 MiB
 of compiled code plus its planned activations: 16 MiB at 256x256, 66 MiB at
 512x512, 268 MiB at 1024x1024 in bf16) is bounded by
 STATIC_SHAPES models per backend, least recently used first out, for inputs
-of at most STATIC_MAX_PIXELS pixels (docs/decisions.md, "Backends: OpenVINO
-static shapes").
+of at most STATIC_MAX_PIXELS pixels; the converted model (its float weights)
+is kept to compile from while static shapes are on (docs/decisions.md,
+"Backends: sessions that hold their speed").
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import functools
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,14 +181,14 @@ class _Compiled:
 class StaticShapes:
     """Static-shape compilations of one model, by input shape: at most `capacity`, least recently used out.
 
-    `lookup` counts the runs of each shape and answers the static model once there is one; `wanted` says
-    whether a shape has earned a compile. Compiles happen outside the lock (they take 0.1 s or more), so
-    runs of other shapes, and of this shape on the dynamic model, go on meanwhile.
+    `get` counts the runs of each shape and compiles it on its `after`-th run. Compiles happen outside the
+    lock (they take 0.1 s or more), so runs of other shapes, and of this shape on the dynamic model, go on
+    meanwhile; a shape that fails to compile stays on the dynamic model.
     """
 
-    def __init__(self, capacity: int, compile_shape: Any, after: int = STATIC_AFTER,
+    def __init__(self, capacity: int, compile_shape: Callable[[Shape], Any] | None, after: int = STATIC_AFTER,
                  max_pixels: int = STATIC_MAX_PIXELS) -> None:
-        self.capacity = capacity
+        self.capacity = capacity if compile_shape is not None else 0
         self.after = after
         self.max_pixels = max_pixels
         self._compile_shape = compile_shape
@@ -217,6 +219,7 @@ class StaticShapes:
             if runs < self.after or shape in self._compiling or shape in self._failed:
                 return None
             self._compiling.add(shape)
+        assert self._compile_shape is not None  # capacity is 0 without one
         try:
             model = _Compiled(self._compile_shape(shape))
         except Exception:  # the dynamic model still runs this shape; do not try again
@@ -307,7 +310,8 @@ class OpenVinoBackend(Backend):
             fixed.reshape({port: ov.PartialShape(list(dims)) for port, dims in zip(fixed.inputs, shape, strict=True)})
             return core.compile_model(fixed, "CPU", config)
 
-        self.static = StaticShapes(capacity if dynamic else 0, compile_shape)
+        # Only a cache that can be used keeps the converted model (its weights) alive.
+        self.static = StaticShapes(capacity, compile_shape if capacity and dynamic else None)
 
     @property
     def compiled_model(self) -> Any:
