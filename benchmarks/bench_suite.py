@@ -3,20 +3,29 @@
 For each case (classifier 224², generator latents, a Johnson-size stylizer at
 256², 512² and 1024²; batch 1 and the best batch) it times, on the same
 inputs: PyTorch eager, torch.compile, a plain ONNX Runtime session with
-default options, OpenVINO used directly (its defaults, and fp32), and
-artforge's runtime with each backend and with `auto`. For the stylizer it
-also gives the attained GFLOP/s against the measured peak of a large fp32
-matrix product. Then it runs `artforge stylize` end to end on a folder of
-JPEGs against the naive one-image-at-a-time script users write
+default options, OpenVINO used directly (its defaults, which are bf16 on CPUs
+with AVX512-BF16 or AMX, and its f32 hint; each also compiled for the case's
+static shape, as OpenVINO's own benchmark_app does), and artforge's runtime
+with each backend, with its default backend string (`auto`, whatever that
+decides on this machine), with `exact` (fp32 only) and with `auto:bf16`.
+Every row records the precision it computed in, and its attained GFLOP/s is
+given against the measured matrix-product peak of that precision (fp32 or
+bf16; benchmarks/peaks.py). A summary puts, per case, OpenVINO's defaults
+next to artforge's default and `auto:bf16`, and the fastest exact peer next
+to artforge's `exact`, with ratios. Then it runs `artforge stylize` end to end
+on a folder of JPEGs against the naive one-image-at-a-time script users write
 (benchmarks/naive_stylize.py), and times the fp16/int8 variants of each zoo
-model against fp32 next to their accuracy cost (benchmarks/bench_precision.py).
+model on every CPU backend next to their measured accuracy
+(benchmarks/bench_precision.py).
 
-    python benchmarks/bench_suite.py            # everything (about 15 minutes on 2 cores)
+    python benchmarks/bench_suite.py            # everything (about 20 minutes on 2 cores)
     python benchmarks/bench_suite.py --quick    # small sizes, for checking the suite itself
+    python benchmarks/bench_suite.py --quick --only stylizer --no-compile   # one part
 
-Writes the `suite`, `end-to-end` and `precision` sections of benchmarks/RESULTS.md and
-PNG plots under benchmarks/plots/. TensorRT rows appear when a CUDA device
-and the tensorrt package are present (an engine is built for each case).
+Writes the `suite`, `end-to-end` and `precision` sections of benchmarks/RESULTS.md
+(and suite.json) and PNG plots under benchmarks/plots/. TensorRT rows appear
+when a CUDA device and the tensorrt package are present (an engine is built
+for each case).
 """
 
 from __future__ import annotations
@@ -37,12 +46,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command_line, machine, measure, percentile, write_section  # noqa: E402
+from peaks import bf16_matmul_peak, fp32_matmul_peak  # noqa: E402
 
 from artforge import contract  # noqa: E402
+from artforge.errors import InvalidInputError  # noqa: E402
 from artforge.export.onnx_export import LoadedRun, export_onnx, load_run, publish  # noqa: E402
 from artforge.export.wrappers import wrap  # noqa: E402
 from artforge.runtime import load_model  # noqa: E402
-from artforge.runtime.backends import available_backends  # noqa: E402
+from artforge.runtime.backends import OpenVinoBackend, available_backends  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "zoo"
@@ -95,29 +106,32 @@ def count_flops(wrapper: torch.nn.Module, batch: np.ndarray) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(n: int = 4096) -> float:
-    """GFLOP/s of the fastest of numpy's and torch's fp32 n×n matrix product: the machine's practical peak."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    ta = torch.from_numpy(a)
-    best = min(min(measure(lambda: a @ a, min_runs=3, min_seconds=0.5)),
-               min(measure(lambda: ta @ ta, min_runs=3, min_seconds=0.5)))
-    return 2 * n ** 3 / best / 1e9
-
-
 # ------------------------------------------------------------------ peers
 Runner = Callable[[], object]
 
 
-def torch_eager(case: Case) -> Runner:
+@dataclass
+class Prepared:
+    """A peer ready to run one case: the call to time, what artforge chose, the precision it computes in."""
+
+    run: Runner
+    precision: str = "fp32"
+    chosen: str | None = None
+
+
+Peer = Callable[[Case], Prepared]
+
+
+def torch_eager(case: Case) -> Prepared:
     x = torch.from_numpy(case.batch)
 
     def run() -> object:
         with torch.inference_mode():
             return case.wrapper(x)
-    return run
+    return Prepared(run)
 
 
-def torch_compiled(case: Case) -> Runner:
+def torch_compiled(case: Case) -> Prepared:
     compiled = torch.compile(case.wrapper, dynamic=False)
     x = torch.from_numpy(case.batch)
 
@@ -125,45 +139,80 @@ def torch_compiled(case: Case) -> Runner:
         with torch.inference_mode():
             return compiled(x)
     run()  # compiles; a failure surfaces here and the row says why
-    return run
+    return Prepared(run)
 
 
-def ort_plain(case: Case) -> Runner:
+def ort_plain(case: Case) -> Prepared:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(case.onnx), providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {case.input_name: case.batch})
+    return Prepared(lambda: session.run(None, {case.input_name: case.batch}))
 
 
-def openvino_direct(hint: str | None) -> Callable[[Case], Runner]:
-    def make(case: Case) -> Runner:
+def openvino_precision(compiled: object) -> str:
+    """"bf16" or "fp32": what an OpenVINO compiled model computes its float layers in."""
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()  # type: ignore[attr-defined]
+    return "bf16" if "bf" in hint else "fp16" if "16" in hint else "fp32"
+
+
+def openvino_direct(hint: str | None, static: bool = False) -> Peer:
+    """OpenVINO as its users call it: its defaults (or an f32 hint); static=True reshapes the model to the
+    case's input shape first, as benchmark_app and OpenVINO's docs do for a shape that does not change."""
+    def make(case: Case) -> Prepared:
         import openvino as ov
 
+        core = ov.Core()
         config = {} if hint is None else {"INFERENCE_PRECISION_HINT": hint}
-        request = ov.Core().compile_model(str(case.onnx), "CPU", config).create_infer_request()
-        return lambda: request.infer({0: case.batch})
+        model = core.read_model(str(case.onnx))
+        if static:
+            model.reshape(list(case.batch.shape))
+        compiled = core.compile_model(model, "CPU", config)
+        request = compiled.create_infer_request()
+        return Prepared(lambda: request.infer({0: case.batch}), precision=openvino_precision(compiled))
     return make
 
 
-def artforge_backend(name: str) -> Callable[[Case], Runner]:
-    def make(case: Case) -> Runner:
+def exact_backend_name() -> str:
+    """"exact" where this build has it (fp32 only, measured); before it existed, `auto` never chose reduced
+    precision, so `auto` is the exact choice there."""
+    from artforge.runtime.backends import create_backend
+
+    try:
+        create_backend(ZOO / "repository" / "abstract_dcgan" / "1", "exact", threads=1)
+    except InvalidInputError:
+        return "auto"
+    return "exact"
+
+
+def artforge_backend(name: str) -> Peer:
+    def make(case: Case) -> Prepared:
         model = load_model(case.onnx, backend=name)
         feed = {case.input_name: case.batch}
-        make.chosen = model.backend_name  # type: ignore[attr-defined]
-        return lambda: model.infer(feed)
+        backend = model.backend
+        precision = openvino_precision(backend.compiled_model) if isinstance(backend, OpenVinoBackend) else "fp32"
+        return Prepared(lambda: model.infer(feed), precision=precision, chosen=model.backend_name)
     return make
 
 
-def peers(with_compile: bool) -> list[tuple[str, Callable[[Case], Runner]]]:
-    rows: list[tuple[str, Callable[[Case], Runner]]] = [("PyTorch eager", torch_eager)]
+#: the row of artforge's default backend string; the summary compares it with OpenVINO's defaults
+DEFAULT_ROW = "artforge default (auto)"
+EXACT_ROW = "artforge exact"
+BF16_ROW = "artforge auto:bf16"
+OPENVINO_DEFAULTS = "OpenVINO direct, defaults"
+
+
+def peers(with_compile: bool) -> list[tuple[str, Peer]]:
+    rows: list[tuple[str, Peer]] = [("PyTorch eager", torch_eager)]
     if with_compile:
         rows.append(("torch.compile", torch_compiled))
     rows += [("ONNX Runtime, plain session", ort_plain)]
     try:
         import openvino  # noqa: F401
 
-        rows += [("OpenVINO direct, defaults", openvino_direct(None)),
-                 ("OpenVINO direct, f32 hint", openvino_direct("f32"))]
+        rows += [(OPENVINO_DEFAULTS, openvino_direct(None)),
+                 ("OpenVINO direct, defaults, static shape", openvino_direct(None, static=True)),
+                 ("OpenVINO direct, f32 hint", openvino_direct("f32")),
+                 ("OpenVINO direct, f32 hint, static shape", openvino_direct("f32", static=True))]
     except ImportError:
         pass
     names = available_backends()
@@ -173,9 +222,12 @@ def peers(with_compile: bool) -> list[tuple[str, Callable[[Case], Runner]]]:
                  ("artforge openvino:bf16", artforge_backend("openvino:bf16"))]
     if "tensorrt" in names:
         rows += [("artforge tensorrt", artforge_backend("tensorrt"))]
-    rows += [("artforge auto", artforge_backend("auto"))]
+    exact = exact_backend_name()
+    rows += [(DEFAULT_ROW, artforge_backend("auto")),
+             (EXACT_ROW if exact == "exact" else f"{EXACT_ROW} (`auto`: this build has no `exact`)",
+              artforge_backend(exact))]
     if "openvino" in names:
-        rows += [("artforge auto:bf16", artforge_backend("auto:bf16"))]
+        rows += [(BF16_ROW, artforge_backend("auto:bf16"))]
     return rows
 
 
@@ -185,7 +237,7 @@ BLOCK_SECONDS = 0.2
 SLOW_SECONDS = 0.5
 
 
-def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], quick: bool) -> None:
+def time_case(case: Case, runners: list[tuple[str, Peer]], quick: bool) -> None:
     """Time every peer on the case, interleaved: in each round every peer runs in turn, so that drift in
     the machine's speed (other processes, memory, clocks) lands on all peers alike instead of on whichever
     ran last. A fast peer's block opens with an untimed run, which absorbs the previous peer's idle threads
@@ -196,19 +248,22 @@ def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], q
         row: dict = {"peer": peer}
         try:
             started = time.perf_counter()
-            run = make(case)
+            prepared = make(case)
+            run = prepared.run
             row["setup_s"] = time.perf_counter() - started
-            first = time.perf_counter()
             run()
-            slow = time.perf_counter() - first > SLOW_SECONDS
-            if not slow:
-                run()
+            # The second run is a warm-up too: artforge's OpenVINO backend compiles a static-shape model
+            # for a shape on its second run.
+            second = time.perf_counter()
+            run()
+            slow = time.perf_counter() - second > SLOW_SECONDS
         except Exception as exc:  # a peer that cannot run here is a result too
             row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
             print(f"  {peer:30} failed: {row['error']}", flush=True)
         else:
-            if getattr(make, "chosen", None):
-                row["chosen"] = make.chosen  # type: ignore[attr-defined]
+            row["precision"] = prepared.precision
+            if prepared.chosen:
+                row["chosen"] = prepared.chosen
             ready.append((row, run, slow, []))
         case.rows.append(row)
     rounds = 5 if quick or any(slow for _, _, slow, _ in ready) else 10
@@ -226,7 +281,8 @@ def time_case(case: Case, runners: list[tuple[str, Callable[[Case], Runner]]], q
     for row, _run, _slow, times in ready:
         row.update(p50=percentile(times, 50), p90=percentile(times, 90), p99=percentile(times, 99),
                    runs=len(times), throughput=n / percentile(times, 50))
-        print(f"  {row['peer']:30} p50 {row['p50'] * 1e3:9.1f} ms  {row['throughput']:8.1f}/s", flush=True)
+        print(f"  {row['peer']:42} p50 {row['p50'] * 1e3:9.1f} ms  {row['throughput']:8.1f}/s  "
+              f"{row['precision']}{'  chose ' + row['chosen'] if row.get('chosen') else ''}", flush=True)
 
 
 def artforge_throughput(case: Case) -> float:
@@ -334,60 +390,67 @@ def end_to_end(work: Path, checkpoint: Path, model_dir: Path, count: int, size: 
 
 
 # ------------------------------------------------------------------ output
-def table(cases: list[Case], peak: float) -> list[str]:
-    lines = ["| model | input | peer | p50 ms | p90 ms | p99 ms | runs | items/s | vs PyTorch eager | GFLOP/s "
-             "(% of matmul peak) | note |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+Peaks = dict[str, float]
+
+
+def table(cases: list[Case], peaks: Peaks) -> list[str]:
+    lines = ["| model | input | peer | precision | p50 ms | p90 ms | p99 ms | runs | items/s | vs PyTorch eager "
+             "| GFLOP/s (% of that precision's matmul peak) | note |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for case in cases:
         eager = next((r for r in case.rows if r["peer"] == "PyTorch eager" and "p50" in r), None)
         fastest_peer = min((r["p50"] for r in case.rows if "p50" in r and not r["peer"].startswith("artforge")),
                            default=None)
         for r in case.rows:
             if "error" in r:
-                lines.append(f"| {case.model} | {case.label} | {r['peer']} | — | — | — | — | — | — | — | "
+                lines.append(f"| {case.model} | {case.label} | {r['peer']} | — | — | — | — | — | — | — | — | "
                              f"cannot run here: {r['error']} |")
                 continue
             speedup = f"{eager['p50'] / r['p50']:.2f}×" if eager else "—"
             gflops = "—"
             if case.flops:
                 rate = case.flops / r["p50"] / 1e9
-                gflops = f"{rate:.0f} ({rate / peak * 100:.0f} %)"
-            note = f"chose {r['chosen']}" if r.get("chosen") and r["peer"].startswith("artforge auto") else ""
+                peak = peaks.get(r["precision"])
+                gflops = f"{rate:.0f} ({rate / peak * 100:.0f} %)" if peak else f"{rate:.0f}"
+            note = f"chose {r['chosen']}" if r.get("chosen") and not r["peer"].startswith("artforge open") else ""
             if r["peer"].startswith("artforge") and fastest_peer and r["p50"] <= fastest_peer:
                 note = (note + "; " if note else "") + "≥ every peer"
-            lines.append(f"| {case.model} | {case.label} | {r['peer']} | {r['p50'] * 1e3:.1f} | {r['p90'] * 1e3:.1f} "
-                         f"| {r['p99'] * 1e3:.1f} | {r['runs']} | {r['throughput']:.1f} | {speedup} | {gflops} "
-                         f"| {note} |")
+            lines.append(f"| {case.model} | {case.label} | {r['peer']} | {r['precision']} | {r['p50'] * 1e3:.1f} "
+                         f"| {r['p90'] * 1e3:.1f} | {r['p99'] * 1e3:.1f} | {r['runs']} | {r['throughput']:.1f} "
+                         f"| {speedup} | {gflops} | {note} |")
     return lines
 
 
-#: peers whose arithmetic is reduced precision on this CPU (OpenVINO defaults to bf16 where AVX512-BF16 exists)
-REDUCED = {"OpenVINO direct, defaults", "artforge openvino:bf16", "artforge auto:bf16"}
-
-
 def summary(cases: list[Case]) -> list[str]:
-    """artforge against the fastest peer, like with like: exact fp32 vs exact, bf16-allowed vs anything."""
-    lines = ["| model | input | fastest exact peer | artforge auto | ratio | fastest peer of any precision "
-             "| artforge auto:bf16 | ratio |", "| --- | --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    """Per case: OpenVINO's defaults against artforge's default and `auto:bf16`; the fastest exact (fp32) peer
+    against artforge's `exact`. A ratio is the peer's p50 over artforge's: 1 or more means artforge is as fast."""
+    lines = ["| model | input | OpenVINO, its defaults | artforge default (`auto`) | ratio | artforge `auto:bf16` "
+             "| ratio | fastest exact peer | artforge `exact` | ratio |",
+             "| --- | --- | --- | --- | ---: | --- | ---: | --- | --- | ---: |"]
 
-    def best(rows: list[dict]) -> dict | None:
-        return min(rows, key=lambda r: r["p50"], default=None)
+    def cell(row: dict | None, name: bool = False) -> str:
+        if row is None:
+            return "—"
+        label = f"{row['peer']}: " if name else ""
+        chose = f", chose {row['chosen']}" if row.get("chosen") else ""
+        return f"{label}{row['p50'] * 1e3:.1f} ms ({row['precision']}{chose})"
+
+    def ratio(peer: dict | None, ours: dict | None) -> str:
+        return f"{peer['p50'] / ours['p50']:.2f}×" if peer and ours else "—"
 
     for case in cases:
         timed = [r for r in case.rows if "p50" in r]
         outside = [r for r in timed if not r["peer"].startswith("artforge")]
-        exact_peer = best([r for r in outside if r["peer"] not in REDUCED])
-        any_peer = best(outside)
-        mine = {r["peer"]: r for r in timed}
-        cells = []
-        for peer, ours in ((exact_peer, mine.get("artforge auto")), (any_peer, mine.get("artforge auto:bf16"))):
-            if peer and ours:
-                cells += [f"{peer['peer']} {peer['p50'] * 1e3:.1f} ms", f"{ours['p50'] * 1e3:.1f} ms",
-                          f"{peer['p50'] / ours['p50']:.2f}×"]
-            else:
-                cells += ["—", "—", "—"]
-        lines.append(f"| {case.model} | {case.label} | " + " | ".join(cells) + " |")
-    lines += ["", "ratio = the peer's p50 ÷ artforge's p50: above 1 means artforge is faster."]
+        exact_peer = min((r for r in outside if r["precision"] == "fp32"), key=lambda r: r["p50"], default=None)
+        mine = {r["peer"].split(" (")[0] if r["peer"].startswith(EXACT_ROW) else r["peer"]: r for r in timed}
+        ov = next((r for r in outside if r["peer"] == OPENVINO_DEFAULTS), None)
+        default, bf16, exact = mine.get(DEFAULT_ROW), mine.get(BF16_ROW), mine.get(EXACT_ROW)
+        lines.append(f"| {case.model} | {case.label} | {cell(ov)} | {cell(default)} | {ratio(ov, default)} "
+                     f"| {cell(bf16)} | {ratio(ov, bf16)} | {cell(exact_peer, name=True)} | {cell(exact)} "
+                     f"| {ratio(exact_peer, exact)} |")
+    lines += ["", "ratio = the peer's p50 ÷ artforge's p50: 1.00× or more means artforge is at least as fast. "
+              "The `auto:bf16` ratio is against OpenVINO's defaults (both may use bf16); `exact` is against the "
+              "fastest peer that computed in fp32."]
     return lines
 
 
@@ -481,8 +544,14 @@ Spec = tuple[str, Path, torch.nn.Module, contract.ModelMetadata]
 
 
 def peer_suite(args: argparse.Namespace, specs: list[Spec]) -> None:
-    peak = matmul_peak(2048 if args.quick else 4096)
-    print(f"fp32 matmul peak: {peak:.0f} GFLOP/s", flush=True)
+    n = 2048 if args.quick else 4096
+    fp32_peak, fp32_by = fp32_matmul_peak(n)
+    peaks: Peaks = {"fp32": fp32_peak}
+    bf16 = bf16_matmul_peak(n)
+    if bf16:
+        peaks["bf16"] = bf16[0]
+    print(f"matmul peaks: fp32 {fp32_peak:.0f} GFLOP/s ({fp32_by})"
+          + (f", bf16 {bf16[0]:.0f} GFLOP/s ({bf16[1]})" if bf16 else ", no bf16 arithmetic"), flush=True)
     runners = peers(with_compile=not args.no_compile)
     cases = [case for spec in specs for case in model_cases(*spec, quick=args.quick)]
     for case in cases:
@@ -491,24 +560,32 @@ def peer_suite(args: argparse.Namespace, specs: list[Spec]) -> None:
         print(f"{case.model} {case.label}", flush=True)
         time_case(case, runners, args.quick)
 
+    bf16_line = (f"bf16 **{bf16[0]:.0f} GFLOP/s** (best of {bf16[1]})" if bf16
+                 else "no bf16 arithmetic on this CPU")
     lines = ["## Benchmark suite: every peer, side by side", "",
              f"Command: `{command_line()}`  ",
              f"Machine: {machine()}; {versions()}.  ",
-             f"Measured fp32 matrix-product peak (numpy/torch, {2048 if args.quick else 4096}²): "
-             f"**{peak:.0f} GFLOP/s**.", "",
+             f"Measured matrix-product peaks ({n}²): fp32 **{fp32_peak:.0f} GFLOP/s** (best of {fp32_by}); "
+             f"{bf16_line}.", "",
              "All peers take the same contract tensors (uint8 NHWC images or float latents) and return the contract's "
              "outputs; PyTorch runs the export wrapper the ONNX graph was verified against. Times are per batch; "
-             "items/s = batch ÷ p50. `OpenVINO direct, defaults` runs in bfloat16 on CPUs with AVX512-BF16 (this "
-             "one); artforge uses fp32 unless `openvino:bf16` or `auto:bf16` is asked for, so compare like with "
-             "like.", ""]
-    lines += ["### artforge against the fastest peer", ""] + summary(cases)
-    lines += ["", "### Every peer", ""] + table(cases, peak)
-    written = plot(cases)
-    lines += ["", "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in written)]
+             "items/s = batch ÷ p50. Each row names the precision it computed in: `OpenVINO direct, defaults` runs "
+             "bfloat16 on CPUs with AVX512-BF16 or AMX; artforge's default is whatever `auto` decides on this "
+             "machine (its reason says why), `exact` is fp32 only. Attained GFLOP/s is against the peak of the "
+             "row's own precision. `static shape` rows compile OpenVINO for the case's one input shape; artforge's "
+             "OpenVINO backend does the same for a shape it sees again (bounded; docs/decisions.md).", ""]
+    lines += ["### artforge against OpenVINO's defaults and the fastest exact peer", ""] + summary(cases)
+    lines += ["", "### Every peer", ""] + table(cases, peaks)
+    try:
+        written = plot(cases)
+    except ImportError:  # matplotlib is a plotting extra; the tables are the result
+        lines += ["", "Plots: none (matplotlib is not installed)."]
+    else:
+        lines += ["", "Plots: " + ", ".join(f"[{p.name}](plots/{p.name})" for p in written)]
     write_section("suite", "\n".join(lines))
     (Path(__file__).parent / "suite.json").write_text(json.dumps(
-        [{"model": c.model, "kind": c.kind, "input": c.label, "flops": c.flops, "rows": c.rows} for c in cases],
-        indent=1))
+        {"peaks_gflops": peaks, "cases": [{"model": c.model, "kind": c.kind, "input": c.label, "flops": c.flops,
+                                           "rows": c.rows} for c in cases]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -95,3 +95,24 @@ def test_cuda_provider_runs(tmp_path: Path) -> None:
     assert backend.session.get_providers()[0] == "CUDAExecutionProvider"
     probabilities = backend.run({"image": np.zeros((2, 8, 8, 3), np.uint8)})["probabilities"]
     assert probabilities.shape == (2, 3)
+
+
+def test_onnxruntime_session_keeps_its_arena_and_does_not_spin(stylizer_file: Path) -> None:
+    backend = create_backend(stylizer_file, "onnxruntime:cpu", threads=1)
+    options = backend.session.get_session_options()
+    assert options.enable_cpu_mem_arena
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_onnxruntime_runs_either_side_of_its_retain_bound(stylizer_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARTFORGE_ONNXRUNTIME_RETAIN_PIXELS", "64")
+    backend = create_backend(stylizer_file, "onnxruntime:cpu", threads=1)
+    assert backend.retain_pixels == 64
+    for shape in ((1, 8, 8, 3), (2, 8, 8, 3), (1, 16, 16, 3)):  # 64 pixels (kept), then 128 and 256 (shrunk)
+        x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        (out,) = backend.run({"image": x}).values()
+        np.testing.assert_array_equal(out, 255 - x)
+    monkeypatch.setenv("ARTFORGE_ONNXRUNTIME_RETAIN_PIXELS", "-1")
+    with pytest.raises(InvalidInputError, match="ARTFORGE_ONNXRUNTIME_RETAIN_PIXELS is '-1'"):
+        create_backend(stylizer_file, "onnxruntime:cpu")

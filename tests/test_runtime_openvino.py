@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_builders import classifier_model, save
+from onnx_builders import classifier_model, save, stylizer_model
 
 from artforge.errors import InvalidInputError, ModelLoadError
 from artforge.runtime import Repository
@@ -159,3 +159,79 @@ def test_missing_openvino_means_unavailable(tmp_path: Path, monkeypatch: pytest.
     finally:
         monkeypatch.undo()
         ovb._core.cache_clear()
+
+
+def _inverted(x: np.ndarray) -> np.ndarray:
+    return 255 - x  # what stylizer_model computes
+
+
+def test_a_repeated_shape_gets_a_static_model(tmp_path: Path) -> None:
+    backend = create_backend(save(stylizer_model(), tmp_path / "model.onnx"), "openvino", threads=1)
+    assert backend.static.capacity == ovb.STATIC_SHAPES and ovb.STATIC_AFTER == 2
+    x = np.random.default_rng(3).integers(0, 256, (1, 8, 12, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(backend.run({"image": x})["stylized"], _inverted(x))
+    assert backend.static.shapes() == []  # a shape seen once stays on the dynamic model
+    for _ in range(2):
+        np.testing.assert_array_equal(backend.run({"image": x})["stylized"], _inverted(x))
+        assert backend.static.shapes() == [((1, 8, 12, 3),)]
+    # the static model is fixed to its shape; other shapes still run, on the dynamic model
+    y = np.zeros((2, 4, 4, 3), np.uint8)
+    np.testing.assert_array_equal(backend.run({"image": y})["stylized"], _inverted(y))
+    assert backend.static.shapes() == [((1, 8, 12, 3),)]
+
+
+def test_static_models_are_bounded_least_recently_used_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ovb.ENV_STATIC_SHAPES, "2")
+    backend = create_backend(save(stylizer_model(), tmp_path / "model.onnx"), "openvino", threads=1)
+    shapes = [(1, 4, 4, 3), (1, 8, 4, 3), (1, 4, 8, 3)]
+    for shape in shapes:
+        for _ in range(2):
+            backend.run({"image": np.zeros(shape, np.uint8)})
+    assert backend.static.shapes() == [(shapes[1],), (shapes[2],)]
+    backend.run({"image": np.zeros(shapes[1], np.uint8)})  # used again: now the most recent
+    assert backend.static.shapes() == [(shapes[2],), (shapes[1],)]
+    # inputs over the pixel bound never get one (their memory would be held for good)
+    big = (1, 4, (ovb.STATIC_MAX_PIXELS // 4) + 4, 3)
+    for _ in range(3):
+        backend.run({"image": np.zeros(big, np.uint8)})
+    assert (big,) not in backend.static.shapes()
+
+
+def test_static_shapes_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save(stylizer_model(), tmp_path / "model.onnx")
+    monkeypatch.setenv(ovb.ENV_STATIC_SHAPES, "0")
+    backend = create_backend(path, "openvino", threads=1)
+    for _ in range(3):
+        backend.run({"image": np.zeros((1, 4, 4, 3), np.uint8)})
+    assert backend.static.shapes() == []
+    monkeypatch.setenv(ovb.ENV_STATIC_SHAPES, "many")
+    with pytest.raises(InvalidInputError, match="ARTFORGE_OPENVINO_STATIC_SHAPES is 'many'"):
+        create_backend(path, "openvino", threads=1)
+
+
+def test_a_fixed_shape_model_needs_no_static_copies(tmp_path: Path) -> None:
+    backend = create_backend(save(classifier_model(batch=2), tmp_path / "model.onnx"), "openvino", threads=1)
+    for _ in range(3):
+        backend.run({"image": np.zeros((2, 8, 8, 3), np.uint8)})
+    assert backend.static.capacity == 0 and backend.static.shapes() == []
+
+
+def test_static_and_dynamic_models_agree_on_the_zoo(zoo: Repository) -> None:
+    backend = create_backend(ZOO / "mosaic" / "1", "openvino:fp32", threads=2)
+    x = np.random.default_rng(4).integers(0, 256, (1, 64, 96, 3), dtype=np.uint8)
+    dynamic = backend.run({"image": x})["stylized"]
+    static = backend.run({"image": x})["stylized"]
+    assert backend.static.shapes() == [((1, 64, 96, 3),)]
+    # the same kernels at fp32; fused boundary ops may round a level differently
+    assert np.abs(static.astype(np.int16) - dynamic).max() <= 1
+
+
+def test_concurrent_runs_while_a_shape_compiles(tmp_path: Path) -> None:
+    backend = create_backend(save(stylizer_model(), tmp_path / "model.onnx"), "openvino", threads=1)
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(0, 256, (1, 8, 8 + 4 * (i % 2), 3), dtype=np.uint8) for i in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda b: backend.run({"image": b})["stylized"], batches))
+    for batch, out in zip(batches, outputs, strict=True):
+        np.testing.assert_array_equal(out, _inverted(batch))
+    assert sorted(backend.static.shapes()) == [((1, 8, 8, 3),), ((1, 8, 12, 3),)]

@@ -15,6 +15,18 @@ from typing import ClassVar
 import numpy as np
 
 
+def batch_pixels(shape: tuple[int, ...]) -> int:
+    """Batch x height x width of an NHWC image batch's shape; the element count of any other tensor's.
+
+    What the backends' memory bounds are stated in: a run's activations grow with it.
+    """
+    dims = shape[:3] if len(shape) == 4 else shape
+    count = 1
+    for dim in dims:
+        count *= int(dim)
+    return count
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output: dims are ints, or None where dynamic."""

@@ -5,6 +5,23 @@ TensorRT engine for every new input shape (minutes for a big network, and a
 stylizer sees a new H x W on nearly every request), so it only pays for
 fixed-shape serving. Ask for it with "onnxruntime:tensorrt"; engines are
 cached under $ARTFORGE_CACHE_DIR (default ~/.cache/artforge).
+
+Memory and threads (measured on art_style 224x224 batch 8, where this backend
+once ran 2.5x slower than a plain session; docs/decisions.md, "Backends:
+ONNX Runtime sessions"):
+
+- The CPU memory arena is on, so repeated runs reuse their activation
+  buffers. Without it every run of a large batch took fresh pages from the
+  kernel (13,000 page faults, +39% CPU time at batch 8; +46% wall time for a
+  512x512 stylizer). The arena would otherwise keep the peak of the largest
+  input a session ever saw, so a run whose inputs hold more than
+  RETAIN_PIXELS pixels asks ONNX Runtime to shrink the arena when it ends: a
+  session keeps at most what a run of that size needs.
+- Intra-op threads do not spin while waiting for work. Spinning lowers the
+  latency of one session on an idle machine, but artforge always has other
+  work next to it (the image pipeline's decode and encode threads, the other
+  models of a server, OpenVINO runs), and the spinning threads of one session
+  doubled the CPU time of another run beside them.
 """
 
 from __future__ import annotations
@@ -17,7 +34,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError
-from artforge.runtime.backends.base import Backend, Probe, TensorSpec
+from artforge.runtime.backends.base import Backend, Probe, TensorSpec, batch_pixels
 
 # Short option names users type, in auto's order of preference.
 PROVIDERS = {
@@ -34,6 +51,26 @@ _DTYPES: dict[str, np.dtype] = {
     "tensor(int16)": np.dtype(np.int16), "tensor(int32)": np.dtype(np.int32),
     "tensor(int64)": np.dtype(np.int64), "tensor(bool)": np.dtype(np.bool_),
 }
+
+
+#: the most input pixels (batch x height x width) of a run whose activations a session's arena keeps for
+#: the next run; a larger run hands its memory back when it ends. 2**19 (512x512 batch 2, 224x224 batch 10)
+#: covers the server's usual batches. What a session then keeps was measured as +237 MiB for the zoo's
+#: width-1.0 stylizer after 512x512 runs and +94 MiB for art_style after 224x224 batch 8 runs
+#: (docs/decisions.md). A server holding many models can lower it with $ARTFORGE_ONNXRUNTIME_RETAIN_PIXELS
+#: (0: every run hands its memory back, at the cost of fresh pages on every run).
+RETAIN_PIXELS = 1 << 19
+ENV_RETAIN_PIXELS = "ARTFORGE_ONNXRUNTIME_RETAIN_PIXELS"
+
+
+def retain_pixels() -> int:
+    """RETAIN_PIXELS, or the non-negative integer in $ARTFORGE_ONNXRUNTIME_RETAIN_PIXELS."""
+    value = os.environ.get(ENV_RETAIN_PIXELS, "").strip()
+    if not value:
+        return RETAIN_PIXELS
+    if not value.isdigit():
+        raise InvalidInputError(f"{ENV_RETAIN_PIXELS} is {value!r}; use a whole number of pixels (0 or more)")
+    return int(value)
 
 
 def _spec(arg: ort.NodeArg) -> TensorSpec:
@@ -96,12 +133,10 @@ class OnnxRuntimeBackend(Backend):
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InvalidInputError(f"threads must be a positive integer, got {threads!r}")
 
+        self.retain_pixels = retain_pixels()
         options = ort.SessionOptions()
-        # The CPU arena keeps the peak of every input shape a session has seen for the process's life (a
-        # server that once stylized a 2048x2048 image held 2.7 GB after it); without it freed activations
-        # go back to the allocator (0.25 GB after the same request) and latency is unchanged within noise
-        # (art_style 224x224 25.6 vs 25.6 ms, mosaic 256x256 162 vs 165 ms; docs/decisions.md).
-        options.enable_cpu_mem_arena = False
+        options.enable_cpu_mem_arena = True  # bounded per run below (_run_options_for)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                             else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         # 0 lets ONNX Runtime use one thread per physical core, which beats
@@ -135,15 +170,24 @@ class OnnxRuntimeBackend(Backend):
         # A failing run becomes an exception below; ORT would also log it.
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 4
+        self._shrink_options = ort.RunOptions()
+        self._shrink_options.log_severity_level = 4
+        if option == "cpu":
+            self._shrink_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     @property
     def session(self) -> ort.InferenceSession:
         """The underlying session, for callers that need IO binding or profiling."""
         return self._session
 
+    def _run_options_for(self, feeds: dict[str, np.ndarray]) -> ort.RunOptions:
+        """Shrink the arena after a run larger than retain_pixels, so it never keeps that run's peak."""
+        pixels = max((batch_pixels(array.shape) for array in feeds.values()), default=0)
+        return self._shrink_options if pixels > self.retain_pixels else self._run_options
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            results = self._session.run(self._output_names, feeds, self._run_options)
+            results = self._session.run(self._output_names, feeds, self._run_options_for(feeds))
         except InvalidArgument as error:
             raise InvalidInputError(f"{self.path}: the model rejected its input "
                                     f"({_first_line(error)})") from None
