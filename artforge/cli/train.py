@@ -103,7 +103,7 @@ def _dcgan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate (both networks)")
     parser.add_argument("--beta1", type=float, default=d["beta1"], help="Adam beta1")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
-    practice = parser.add_argument_group("training practice for small data sets (docs/training.md)")
+    practice = parser.add_argument_group("training practice for small data sets (docs/dcgan.md)")
     practice.add_argument("--loss", choices=DCGAN_LOSSES, default=d["loss"],
                           help="bce: the paper's non-saturating loss; hinge: the hinge loss")
     practice.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=d["spectral_norm"],

@@ -57,7 +57,7 @@ class DCGANConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     flip: bool = True  # random horizontal flips (doubles the data for free)
-    # Training practice for small data sets (docs/training.md has the measurements behind each default).
+    # Training practice for small data sets (docs/dcgan.md has the measurements behind each default).
     loss: str = "bce"  # bce: the paper's non-saturating loss; hinge: the hinge loss of SN-GAN / BigGAN
     spectral_norm: bool = False  # spectral normalisation of D's convolutions (and no batch norm in D)
     lr_d: float | None = None  # D's learning rate (two time-scale update rule); None: same as lr

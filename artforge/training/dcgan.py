@@ -250,7 +250,7 @@ def train(cfg: DCGANConfig) -> Path:
     batch = min(cfg.batch_size, len(images))
     total = cfg.epochs * steps_per_epoch
     stop = min(total, cfg.max_steps or total)
-    reference = _reference(cfg, images) if cfg.eval_every else None
+    reference: _Reference | None = None  # made on first use: a finished run that is reopened needs none
 
     step = 0
     history: list[dict[str, float]] = []
@@ -275,7 +275,9 @@ def train(cfg: DCGANConfig) -> Path:
         return ema
 
     def measure(epoch: float) -> None:
-        assert reference is not None
+        nonlocal reference
+        if reference is None:
+            reference = _reference(cfg, images)
         model = shipped()
         noise = torch.randn(cfg.eval_samples, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1))
         was_training = model.training
@@ -283,7 +285,7 @@ def train(cfg: DCGANConfig) -> Path:
         with torch.no_grad():
             fake = torch.cat([model(z.to(device)).cpu() for z in noise.split(64)])
         model.train(was_training)
-        scores = {"step": step, "epoch": round(epoch, 3), **reference.score(fake)}
+        scores = {"step": step, "epoch": round(epoch, 3), **reference.score(fake), "reference": reference.description}
         quality.append(scores)
         bar.write(f"step {step}: FD {scores['fd']:.2f}, precision {scores['precision']:.2f}, "
                   f"recall {scores['recall']:.2f}, near-duplicates {scores['duplicates']:.3f}")
@@ -308,7 +310,7 @@ def train(cfg: DCGANConfig) -> Path:
             metrics["final"] = history[-1]
         if quality:
             metrics["quality"] = quality
-            metrics["reference"] = reference.description if reference is not None else None
+            metrics["reference"] = quality[-1].get("reference")
         if rate is not None:
             metrics["steps_per_second"] = round(rate, 4)
         common.atomic_write_json(metrics, run / common.METRICS)
@@ -370,7 +372,7 @@ def train(cfg: DCGANConfig) -> Path:
                 epoch_sums = dict.fromkeys(keys, 0.0)
                 epoch_count = 0
                 _save_samples(run, f"epoch_{epoch:03d}", shipped(), fixed_noise)
-                if reference is not None and (epoch + 1) % cfg.eval_every == 0 and step < stop:
+                if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and step < stop:
                     measure(epoch + 1)
                 write_metrics()
             if step % cfg.checkpoint_every == 0:
@@ -387,7 +389,7 @@ def train(cfg: DCGANConfig) -> Path:
     elapsed = time.perf_counter() - start_time
     rate = (step - start_step) / elapsed if step > start_step and elapsed > 0 else None
 
-    if reference is not None and (not quality or quality[-1]["step"] != step):
+    if cfg.eval_every and (not quality or quality[-1]["step"] != step):
         measure(step / steps_per_epoch)
     checkpoint()
     write_metrics(rate)
@@ -402,7 +404,7 @@ def train(cfg: DCGANConfig) -> Path:
         "augment": ",".join(policy) or "none",
     }
     if quality:
-        provenance["quality"] = {**quality[-1], "reference": reference.description if reference else None}
+        provenance["quality"] = quality[-1]
     common.save_artifact(run, "generator", {"name": "dcgan", "nz": cfg.nz, "ngf": cfg.ngf}, final_generator,
                          provenance=provenance, latent_size=cfg.nz, output_size=IMAGE_SIZE)
     return run

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from artforge.files import write_bytes_atomic, write_json_atomic
+from artforge.runtime import Repository
+from artforge.runtime.grid import tile_grid
 from artforge.runtime.imageio import write_image
 from artforge.training import configs
 from artforge.zoo import datasets
@@ -50,7 +52,6 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
 def _make_tiles(work: Path, out: Path, quick: bool) -> Path:
     """The DCGAN's tiles, made when it is trained: they include photos stylized by the zoo's
     style networks, which the catalog trains before it."""
-    from artforge.runtime import Repository
     repo = out / "repository"
     names = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
     stylizers = {name: Repository(repo).stylizer(name).stylize for name in names}
@@ -112,6 +113,8 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
                                         count=64 if quick else 1000)
             append_generator_evaluation(repo / model.name / "README.md", scores)
             write_json_atomic(out / f"evaluation_{model.name}.json", scores)
+            write_image(out / "generated" / f"{model.name}.png",
+                        tile_grid(Repository(repo).generator(model.name).generate(64, seed=SEED), columns=8))
             print(f"   FD {scores['fd']:.1f} to held-out tiles, recall {scores['recall']:.2f}, "
                   f"near-duplicates {scores['duplicates']:.3f}", flush=True)
     write_json_atomic(out / "data.json", data_summary)

@@ -40,7 +40,7 @@ ZOO = (
              settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
     # After the style networks: its tiles include photos they stylize. The training practice
-    # (hinge loss, spectral norm, two time scales, EMA, DiffAugment) is measured in docs/training.md.
+    # (hinge loss, spectral norm, two time scales, EMA, DiffAugment) is measured in docs/dcgan.md.
     ZooModel("abstract_dcgan", "dcgan",
              settings=dict(ngf=32, ndf=32, epochs=32, batch_size=64, **DCGAN_PRACTICE,
                            eval_every=8, eval_samples=256),

@@ -64,7 +64,7 @@ def append_generator_evaluation(card: Path, scores: dict[str, Any]) -> None:
              f"{scores['generated']} images of the exported ONNX model (run by artforge's runtime, latents seeded "
              f"{scores['seed']}) against {scores['real']} held-out tiles cut from paintings and photos never seen in "
              "training, in the pooled features of ImageNet EfficientNet-Lite0 (artforge/quality/gan_metrics.py; "
-             "docs/training.md explains the measures).", "",
+             "docs/dcgan.md explains the measures).", "",
              "| Fréchet distance | precision | recall | near-duplicate pairs |", "|---:|---:|---:|---:|",
              f"| {scores['fd']:.1f} | {scores['precision']:.1%} | {scores['recall']:.1%} "
              f"| {scores['duplicates']:.2%} |",

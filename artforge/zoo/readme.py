@@ -81,6 +81,6 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
             scores = json.loads(scores_file.read_text())
             text += [f"{model.name} against held-out tiles: Fréchet distance **{scores['fd']:.1f}**, recall "
                      f"{scores['recall']:.1%}, near-duplicate pairs {scores['duplicates']:.2%} (real tiles: 1 %).",
-                     "", f"![{model.name} samples](samples/{model.name}.png)", ""]
+                     "", f"![{model.name} samples](generated/{model.name}.png)", ""]
     text += ["![contact sheet](../docs/contact_sheet.png)", ""]
     write_bytes_atomic(out / "README.md", "\n".join(text).encode())
