@@ -96,8 +96,9 @@ def generate_run(run: Path, count: int) -> np.ndarray:
 
 def train(work: Path, tiles: Path, name: str, settings: dict[str, Any]) -> tuple[Path, str]:
     """Train (or reopen a finished) run; returns it and its steps."""
-    run = dcgan.train(DCGANConfig(data=str(tiles / "train"), out=str(work / "runs" / name),
-                                  eval_data=str(tiles / "test"), seed=SEED, progress=False, **settings))
+    out = work / "runs" / f"{name}_{settings['epochs']}ep"
+    run = dcgan.train(DCGANConfig(data=str(tiles / "train"), out=str(out), eval_data=str(tiles / "test"),
+                                  seed=SEED, progress=False, **settings))
     return run, str(json.loads((run / common.METRICS).read_text())["step"])
 
 
