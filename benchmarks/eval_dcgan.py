@@ -94,6 +94,13 @@ def generate_run(run: Path, count: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def write_grid(left: np.ndarray, right: np.ndarray) -> None:
+    """Two 8x8 grids of 64 samples side by side."""
+    GRID.parent.mkdir(parents=True, exist_ok=True)
+    a, b = tile_grid(list(left), columns=8), tile_grid(list(right), columns=8)
+    write_image(GRID, np.concatenate([a, np.full((a.shape[0], 16, 3), 255, np.uint8), b], axis=1))
+
+
 def train(work: Path, tiles: Path, name: str, settings: dict[str, Any]) -> tuple[Path, str]:
     """Train (or reopen a finished) run; returns it and its steps."""
     out = work / "runs" / f"{name}_{settings['epochs']}ep"
@@ -143,13 +150,11 @@ def main() -> None:
                      f"{model.settings['epochs']} epochs): {', '.join(f'{k}={v}' for k, v in DCGAN_PRACTICE.items())}",
                      score_features(real, extractor(images), real_stats), steps))
 
-    best = min((r for r in rows[1:]), key=lambda r: r[2]["fd"], default=None)
-    if best is not None:
-        GRID.parent.mkdir(parents=True, exist_ok=True)
-        left = tile_grid(list(grids["shipped"]), columns=8)
-        right = tile_grid(list(grids[best[0]]), columns=8)
-        gap = np.full((left.shape[0], 16, 3), 255, np.uint8)
-        write_image(GRID, np.concatenate([left, gap, right], axis=1))
+    # The grid shows the candidate recipe (the zoo's if trained, else the last one asked for), not the lowest FD:
+    # a generator collapsed to one grey image can score a lower FD than an unfinished varied one.
+    shown = rows[-1][0] if len(rows) > 1 else None
+    if shown is not None:
+        write_grid(grids["shipped"], grids[shown])
 
     base_fd = rows[0][2]["fd"]
     lines = ["## DCGAN quality on held-out tiles", "", f"Command: `{command_line()}`", "",
@@ -162,8 +167,8 @@ def main() -> None:
     for name, what, s, steps in rows:
         lines.append(f"| {name} | {what} | {s['fd']:.1f} | {s['fd'] / base_fd:.2f}x | {s['precision']:.1%} | "
                      f"{s['recall']:.1%} | {s['duplicates']:.2%} | {steps} |")
-    if best is not None:
-        lines += ["", f"![64 samples: shipped (left) and {best[0]} (right)](plots/{GRID.name})"]
+    if shown is not None:
+        lines += ["", f"![64 samples: shipped (left) and {shown} (right)](plots/{GRID.name})"]
     write_section("dcgan", "\n".join(lines))
     print("\n".join(lines))
 
