@@ -49,15 +49,23 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
     return summary
 
 
+def _zoo_stylizers(out: Path) -> list[str]:
+    repo = out / "repository"
+    return [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
+
+
+def _tiles_folder(work: Path, out: Path) -> Path:
+    # Named by the stylizers it used, so a build with other style networks makes other tiles.
+    return work / "data" / "-".join(["art_tiles", *_zoo_stylizers(out)])
+
+
 def _make_tiles(work: Path, out: Path, quick: bool) -> Path:
     """The DCGAN's tiles, made when it is trained: they include photos stylized by the zoo's
     style networks, which the catalog trains before it."""
-    repo = out / "repository"
-    names = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
-    stylizers = {name: Repository(repo).stylizer(name).stylize for name in names}
-    tiles = work / "data" / "art_tiles"
-    settings = TILE_SETTINGS["quick" if quick else "full"]
-    summary = datasets.art_tiles(tiles, seed=SEED, stylizers=stylizers, **settings)
+    repo = Repository(out / "repository")
+    stylizers = {name: repo.stylizer(name).stylize for name in _zoo_stylizers(out)}
+    tiles = _tiles_folder(work, out)
+    summary = datasets.art_tiles(tiles, seed=SEED, stylizers=stylizers, **TILE_SETTINGS["quick" if quick else "full"])
     write_json_atomic(out / "data_tiles.json", summary)
     return tiles
 
@@ -109,7 +117,7 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
             write_json_atomic(evaluation_file, evaluation)
             print(f"   held-out accuracy {evaluation['accuracy']:.1%}", flush=True)
         if model.kind == "dcgan":
-            scores = evaluate_generator(repo, model.name, work / "data" / "art_tiles" / "test",
+            scores = evaluate_generator(repo, model.name, _tiles_folder(work, out) / "test",
                                         count=64 if quick else 1000)
             append_generator_evaluation(repo / model.name / "README.md", scores)
             write_json_atomic(out / f"evaluation_{model.name}.json", scores)
