@@ -23,7 +23,8 @@ SCRIPT = textwrap.dedent("""
     assert len(repo.describe()) == 3
     heavy = sorted(m for m in sys.modules
                    if m.split(".")[0] in ("torch", "onnx", "torchvision")
-                   or m.startswith(("artforge.training", "artforge.zoo", "artforge.export", "artforge.models")))
+                   or m.startswith(("artforge.training", "artforge.zoo", "artforge.export", "artforge.models",
+                                    "artforge.quality")))
     print("imported:", heavy)
     sys.exit(1 if heavy else 0)
 """)

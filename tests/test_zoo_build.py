@@ -27,6 +27,13 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["images"] > 0
     assert "Evaluation on held-out photos" in (out / "repository" / "art_style" / "README.md").read_text()
     assert sheet.is_file() and "| model |" in (out / "README.md").read_text()
+    scores = json.loads((out / "evaluation_abstract_dcgan.json").read_text())
+    assert scores["fd"] > 0 and scores["generated"] == 64 and scores["real"] == 16
+    assert "Evaluation on held-out tiles" in (out / "repository" / "abstract_dcgan" / "README.md").read_text()
+    assert "abstract_dcgan against held-out tiles" in (out / "README.md").read_text()
+    assert (out / "generated" / "abstract_dcgan.png").is_file()
+    tiles = json.loads((out / "data_tiles.json").read_text())
+    assert tiles["stylizers"] == ["mosaic", "swirl"]  # the style networks are trained before the DCGAN
 
     photo = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
     assert repo.load("mosaic").stylize(photo).shape == photo.shape

@@ -74,13 +74,31 @@ def test_content_images_deterministic(tmp_path: Path) -> None:
     assert len({p.stem.rsplit("_", 1)[0] for p in a}) == 6  # round robin over photos
 
 
-def test_abstract_tiles(tmp_path: Path) -> None:
-    a = datasets.abstract_tiles(tmp_path / "a", seed=0, count=8, styles=("waves", "kandinsky"), progress=False)
-    b = datasets.abstract_tiles(tmp_path / "b", seed=0, count=8, styles=("waves", "kandinsky"), progress=False)
+def test_art_tiles(tmp_path: Path) -> None:
+    def invert(image: np.ndarray) -> np.ndarray:  # stands in for a style network
+        return 255 - image
+
+    kw = dict(seed=0, count=8, test_count=4, paintings_per_style=1, photo_crops=1, holdout=["chelsea"],
+              stylizers={"invert": invert}, progress=False)
+    summary = datasets.art_tiles(tmp_path / "a", **kw)
+    datasets.art_tiles(tmp_path / "b", **kw)
+    a = sorted((tmp_path / "a").rglob("*.png"))
+    b = sorted((tmp_path / "b").rglob("*.png"))
     tiles = [read_rgb(p) for p in a]
     assert all(t.shape == (64, 64, 3) for t in tiles)
-    assert len({t.tobytes() for t in tiles}) == 8
+    assert len({t.tobytes() for t in tiles}) == 12
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert len(list((tmp_path / "a" / "train").glob("tile_*.png"))) == 8
+    assert len(list((tmp_path / "a" / "test").glob("tile_*.png"))) == 4
+    # Sources: 4 paintings, and per photo crop 5 renderings + 1 stylization; the test split has only chelsea.
+    assert summary["train"]["sources"] == {"painted": 4, "rendered": 5 * 8, "stylized": 8}
+    assert summary["test"]["sources"] == {"painted": 4, "rendered": 5, "stylized": 1}
+    assert summary["test"]["photos"] == ["chelsea"] and "chelsea" not in summary["train"]["photos"]
+    assert summary["stylizers"] == ["invert"]
+    with pytest.raises(ValueError, match="made with other settings"):
+        datasets.art_tiles(tmp_path / "a", **{**kw, "stylizers": {}})
+    with pytest.raises(ValueError, match="holdout photo"):
+        datasets.art_tiles(tmp_path / "c", **{**kw, "holdout": ["moon"]})
 
 
 def test_sample_photos(tmp_path: Path) -> None:

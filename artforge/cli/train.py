@@ -13,7 +13,15 @@ import importlib
 from typing import Any
 
 from artforge.cli.args import add_command, add_subcommands
-from artforge.training.configs import DEFAULT_WEIGHTS, LOSS_NETWORKS, ClassifierConfig, DCGANConfig, StyleConfig
+from artforge.training.configs import (
+    DCGAN_LOSSES,
+    DEFAULT_WEIGHTS,
+    DIFFAUGMENT_POLICIES,
+    LOSS_NETWORKS,
+    ClassifierConfig,
+    DCGANConfig,
+    StyleConfig,
+)
 
 TrainConfig = ClassifierConfig | DCGANConfig | StyleConfig
 CONFIGS: dict[str, type[TrainConfig]] = {"classifier": ClassifierConfig, "dcgan": DCGANConfig, "style": StyleConfig}
@@ -95,6 +103,27 @@ def _dcgan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate (both networks)")
     parser.add_argument("--beta1", type=float, default=d["beta1"], help="Adam beta1")
     parser.add_argument("--no-flip", dest="flip", action="store_false", help="no random horizontal flips")
+    practice = parser.add_argument_group("training practice for small data sets (docs/dcgan.md)")
+    practice.add_argument("--loss", choices=DCGAN_LOSSES, default=d["loss"],
+                          help="bce: the paper's non-saturating loss; hinge: the hinge loss")
+    practice.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=d["spectral_norm"],
+                          help="spectral normalisation of the discriminator (which then has no batch norm)")
+    practice.add_argument("--lr-d", type=float, default=d["lr_d"],
+                          help="discriminator learning rate, for two time-scale updates (default: --lr)")
+    practice.add_argument("--ema", type=float, default=d["ema"],
+                          help="decay of a moving average of the generator's weights, which is then what is "
+                               "sampled and exported (e.g. 0.999; 0: off)")
+    practice.add_argument("--augment", default=d["augment"],
+                          help="differentiable augmentation of D's inputs: comma-separated "
+                               f"{', '.join(DIFFAUGMENT_POLICIES)}, or none")
+    quality = parser.add_argument_group("quality measured while training (FD, precision/recall, near-duplicates)")
+    quality.add_argument("--eval-data", default=d["eval_data"],
+                         help="held-out real images to measure against (default: a sample of the training images)")
+    quality.add_argument("--eval-every", type=int, default=d["eval_every"],
+                         help="measure every N epochs and at the end, into RUN/metrics.json and the model card "
+                              "(0: never)")
+    quality.add_argument("--eval-samples", type=int, default=d["eval_samples"],
+                         help="generated (and at most real) images per measurement")
     parser.add_argument("--sample-count", type=int, default=d["sample_count"],
                         help="images in the fixed-noise grid saved to RUN/samples every epoch")
     _step_cadence(parser, d)

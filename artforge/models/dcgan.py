@@ -37,20 +37,32 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image [N, 3, 64, 64] in [-1, 1] -> real/fake logit [N] (use BCEWithLogits)."""
+    """image [N, 3, 64, 64] in [-1, 1] -> real/fake logit [N].
 
-    def __init__(self, ndf: int = 64, nc: int = 3):
+    spectral_norm: every convolution is spectrally normalised (Miyato et al.
+    2018), which bounds D's Lipschitz constant; batch norm is then left out of
+    D, as in their DCGAN-style discriminator, because its per-batch statistics
+    undo the bound and it is not needed for stability any more.
+    """
+
+    def __init__(self, ndf: int = 64, nc: int = 3, spectral_norm: bool = False):
         super().__init__()
 
+        def conv(cin: int, cout: int, stride: int, padding: int) -> nn.Module:
+            layer = nn.Conv2d(cin, cout, 4, stride, padding, bias=spectral_norm)
+            return nn.utils.parametrizations.spectral_norm(layer) if spectral_norm else layer
+
         def down(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
+            norm: list[nn.Module] = [] if spectral_norm else [nn.BatchNorm2d(cout)]
+            return [conv(cin, cout, 2, 1), *norm, nn.LeakyReLU(0.2, True)]
 
         self.net = nn.Sequential(
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
+            conv(nc, ndf, 2, 1), nn.LeakyReLU(0.2, True),
             *down(ndf, ndf * 2), *down(ndf * 2, ndf * 4), *down(ndf * 4, ndf * 8),
-            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+            conv(ndf * 8, 1, 1, 0),
         )
-        self.apply(init_weights)
+        if not spectral_norm:
+            self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()

@@ -39,6 +39,12 @@ class ClassifierConfig:
     progress: bool = True
 
 
+#: DCGAN losses: the paper's non-saturating BCE, and the hinge loss
+DCGAN_LOSSES = ("bce", "hinge")
+#: transforms a DiffAugment policy may name (training/diffaugment.py), in the order they are applied
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+
+
 @dataclass
 class DCGANConfig:
     data: str
@@ -51,6 +57,16 @@ class DCGANConfig:
     lr: float = 2e-4
     beta1: float = 0.5
     flip: bool = True  # random horizontal flips (doubles the data for free)
+    # Training practice for small data sets (docs/dcgan.md has the measurements behind each default).
+    loss: str = "bce"  # bce: the paper's non-saturating loss; hinge: the hinge loss of SN-GAN / BigGAN
+    spectral_norm: bool = False  # spectral normalisation of D's convolutions (and no batch norm in D)
+    lr_d: float | None = None  # D's learning rate (two time-scale update rule); None: same as lr
+    ema: float = 0.0  # decay of an exponential moving average of G's weights, exported instead of G; 0: off
+    augment: str = ""  # DiffAugment policy for D's inputs: comma-separated color, translation, cutout
+    # Quality measured while training (artforge/quality/gan_metrics.py): FD, precision/recall, duplicates.
+    eval_data: str | None = None  # held-out real images to measure against; None: a sample of the training images
+    eval_every: int = 0  # measure every N epochs (and at the end); 0: never
+    eval_samples: int = 256  # generated images per measurement (and at most this many real ones)
     sample_count: int = 64  # images in the fixed-noise grid saved every epoch
     checkpoint_every: int = 500
     log_every: int = 10

@@ -4,6 +4,12 @@
 artforge.models.dcgan.Generator / Discriminator with the paper's recipe:
 binary cross-entropy (on the discriminator's logits), Adam with lr 2e-4 and
 beta1 0.5, a 100-d Gaussian latent, 64x64 RGB images scaled to [-1, 1].
+Options add the practice that keeps a DCGAN from collapsing on small data:
+spectral normalisation in D, the hinge loss, two time-scale learning rates,
+an exponential moving average of G's weights (what is then exported) and
+differentiable augmentation; `--eval-every` measures the Fréchet distance,
+precision/recall and near-duplicate rate (artforge.quality.gan_metrics)
+into metrics.json and the model card.
 
 The images are decoded once, up front, and kept at 64 pixels on the shorter
 side (~14 KB each): DCGAN data sets are small tiles and decoding them again
@@ -15,6 +21,7 @@ seen, from nothing more than the step counter.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -25,18 +32,23 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from artforge.models.dcgan import Discriminator, Generator
 from artforge.training import common
-from artforge.training.configs import DCGANConfig
+from artforge.training.configs import DCGAN_LOSSES, DCGANConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
+from artforge.training.diffaugment import diff_augment, parse_policy
 
 IMAGE_SIZE = 64
 # Keep a little of a non-square image's longer side so that random crops
 # move along it, without storing whole panoramas.
 MAX_LONG_SIDE = 80
+# Batches of fresh latents that re-estimate the EMA generator's batch-norm
+# statistics: its weights are an average, so the live G's running statistics do not fit them.
+BN_RECALIBRATION_BATCHES = 8
 
 
 def _validate(cfg: DCGANConfig) -> None:
@@ -49,8 +61,21 @@ def _validate(cfg: DCGANConfig) -> None:
         raise ValueError(f"--lr must be greater than 0, got {cfg.lr}")
     if not 0 <= cfg.beta1 < 1:
         raise ValueError(f"--beta1 must be in [0, 1), got {cfg.beta1}")
+    if cfg.loss not in DCGAN_LOSSES:
+        raise ValueError(f"--loss must be one of {', '.join(DCGAN_LOSSES)}, got {cfg.loss!r}")
+    if cfg.lr_d is not None and cfg.lr_d <= 0:
+        raise ValueError(f"--lr-d must be greater than 0, got {cfg.lr_d}")
+    if not 0 <= cfg.ema < 1:
+        raise ValueError(f"--ema must be in [0, 1) (0 turns it off), got {cfg.ema}")
+    parse_policy(cfg.augment)
+    if cfg.eval_every < 0:
+        raise ValueError(f"--eval-every must be 0 (never) or a positive number of epochs, got {cfg.eval_every}")
+    if cfg.eval_samples < 8:
+        raise ValueError(f"--eval-samples must be at least 8, got {cfg.eval_samples}")
     if not Path(cfg.data).is_dir():
         raise FileNotFoundError(f"image folder not found: {cfg.data}")
+    if cfg.eval_data is not None and not Path(cfg.eval_data).is_dir():
+        raise FileNotFoundError(f"--eval-data folder not found: {cfg.eval_data}")
 
 
 def _shrink(image: np.ndarray) -> np.ndarray:
@@ -93,6 +118,52 @@ def _batch(images: list[np.ndarray], indices: np.ndarray, rng: np.random.Generat
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
+def center_tiles(images: list[np.ndarray]) -> np.ndarray:
+    """The centre 64x64 of each (already shrunk) image, as uint8 NHWC."""
+    out = np.empty((len(images), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for k, image in enumerate(images):
+        h, w = image.shape[:2]
+        y, x = (h - IMAGE_SIZE) // 2, (w - IMAGE_SIZE) // 2
+        out[k] = image[y:y + IMAGE_SIZE, x:x + IMAGE_SIZE]
+    return out
+
+
+def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, loss: str) -> torch.Tensor:
+    """D's loss on its logits for real and generated images."""
+    if loss == "hinge":
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+    return F.softplus(-real).mean() + F.softplus(fake).mean()  # BCE with targets 1 and 0
+
+
+def generator_loss(fake: torch.Tensor, loss: str) -> torch.Tensor:
+    """G's loss on D's logits for its images: -D(G(z)) (hinge) or the non-saturating -log sigmoid D(G(z))."""
+    return -fake.mean() if loss == "hinge" else F.softplus(-fake).mean()
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for averaged, live in zip(ema.parameters(), model.parameters(), strict=True):
+        averaged.lerp_(live, 1 - decay)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(generator: Generator, nz: int, batch: int, seed: int) -> None:
+    """Re-estimate G's batch-norm running statistics from fresh latents (its own RNG: training's is untouched)."""
+    draw = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    generator.train()
+    for _ in range(BN_RECALIBRATION_BATCHES):
+        generator(torch.randn(batch, nz, generator=draw).to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    generator.eval()
+
+
 def image_grid(images: torch.Tensor, pad: int = 2) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> one RGB uint8 grid image, as square as possible."""
     n, _, h, w = images.shape
@@ -127,6 +198,27 @@ def _save_samples(run: Path, name: str, generator: Generator, noise: torch.Tenso
     return path
 
 
+class _Reference:
+    """Real images that measurements compare against, embedded once per run."""
+
+    def __init__(self, real: np.ndarray, description: str) -> None:
+        from artforge.quality.gan_metrics import FeatureExtractor, RealReference  # loads the feature network
+        self.reference = RealReference(FeatureExtractor(), real)
+        self.description = description
+
+    def score(self, fake: torch.Tensor) -> dict[str, Any]:
+        return self.reference.score(fake)
+
+
+def _reference(cfg: DCGANConfig, images: list[np.ndarray]) -> _Reference:
+    if cfg.eval_data is not None:
+        held_out, _ = load_images(Path(cfg.eval_data), cfg.progress)
+        pick = np.random.default_rng([cfg.seed, 1]).permutation(len(held_out))[:cfg.eval_samples]
+        return _Reference(center_tiles([held_out[i] for i in pick]), f"{len(pick)} images of {cfg.eval_data}")
+    pick = np.random.default_rng([cfg.seed, 1]).permutation(len(images))[:cfg.eval_samples]
+    return _Reference(center_tiles([images[i] for i in pick]), f"{len(pick)} training images (no --eval-data)")
+
+
 def train(cfg: DCGANConfig) -> Path:
     """Train (or resume) a DCGAN; returns the run folder holding model.pt (the generator)."""
     _validate(cfg)
@@ -146,10 +238,11 @@ def train(cfg: DCGANConfig) -> Path:
 
     common.set_seed(cfg.seed)
     generator = Generator(nz=cfg.nz, ngf=cfg.ngf).to(device)
-    discriminator = Discriminator(ndf=cfg.ndf).to(device)
+    discriminator = Discriminator(ndf=cfg.ndf, spectral_norm=cfg.spectral_norm).to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    criterion = nn.BCEWithLogitsLoss()
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, 0.999))
+    ema = copy.deepcopy(generator) if cfg.ema else None
+    policy = parse_policy(cfg.augment)
     # Its own generator, so the grid uses the same latents however training went.
     fixed_noise = torch.randn(cfg.sample_count, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
 
@@ -157,17 +250,45 @@ def train(cfg: DCGANConfig) -> Path:
     batch = min(cfg.batch_size, len(images))
     total = cfg.epochs * steps_per_epoch
     stop = min(total, cfg.max_steps or total)
+    reference: _Reference | None = None  # made on first use: a finished run that is reopened needs none
 
     step = 0
     history: list[dict[str, float]] = []
     epochs: list[dict[str, float]] = []
+    quality: list[dict[str, Any]] = []
     if state is not None:
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         step, history, epochs = state["step"], state["history"], state["epochs"]
+        quality = state.get("quality", [])
         common.restore_rng(state)
+
+    def shipped() -> Generator:
+        """The generator that samples, measurements and export use: the EMA one (statistics re-estimated) if on."""
+        if ema is None:
+            return generator
+        recalibrate_batch_norm(ema, cfg.nz, batch, cfg.seed)
+        return ema
+
+    def measure(epoch: float) -> None:
+        nonlocal reference
+        if reference is None:
+            reference = _reference(cfg, images)
+        model = shipped()
+        noise = torch.randn(cfg.eval_samples, cfg.nz, generator=torch.Generator().manual_seed(cfg.seed + 1))
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            fake = torch.cat([model(z.to(device)).cpu() for z in noise.split(64)])
+        model.train(was_training)
+        scores = {"step": step, "epoch": round(epoch, 3), **reference.score(fake), "reference": reference.description}
+        quality.append(scores)
+        bar.write(f"step {step}: FD {scores['fd']:.2f}, precision {scores['precision']:.2f}, "
+                  f"recall {scores['recall']:.2f}, near-duplicates {scores['duplicates']:.3f}")
 
     keys = ("loss_d", "loss_g", "d_x", "d_g_z1", "d_g_z2")
     log_sums = dict.fromkeys(keys, 0.0)
@@ -177,7 +298,8 @@ def train(cfg: DCGANConfig) -> Path:
     def checkpoint() -> None:
         common.save_state(run, {
             "step": step, "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "history": history, "epochs": epochs})
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "history": history, "epochs": epochs,
+            "quality": quality, **({"ema": ema.state_dict()} if ema is not None else {})})
 
     def write_metrics(rate: float | None = None) -> None:
         metrics: dict[str, Any] = {
@@ -186,6 +308,9 @@ def train(cfg: DCGANConfig) -> Path:
             "history": history, "epochs": epochs}
         if history:
             metrics["final"] = history[-1]
+        if quality:
+            metrics["quality"] = quality
+            metrics["reference"] = quality[-1].get("reference")
         if rate is not None:
             metrics["steps_per_second"] = round(rate, 4)
         common.atomic_write_json(metrics, run / common.METRICS)
@@ -203,24 +328,25 @@ def train(cfg: DCGANConfig) -> Path:
             rng = np.random.default_rng([cfg.seed, epoch, index])
             real = _batch(images, perm[index * batch:(index + 1) * batch], rng, cfg.flip).to(device)
             n = real.shape[0]
-            ones = torch.ones(n, device=device)
-            zeros = torch.zeros(n, device=device)
 
             # Discriminator: push D(real) up and D(G(z)) down.
             opt_d.zero_grad(set_to_none=True)
-            out_real = discriminator(real)
+            out_real = discriminator(diff_augment(real, policy))
             fake = generator(torch.randn(n, cfg.nz, device=device))
-            out_fake = discriminator(fake.detach())
-            loss_d = criterion(out_real, ones) + criterion(out_fake, zeros)
+            out_fake = discriminator(diff_augment(fake.detach(), policy))
+            loss_d = discriminator_loss(out_real, out_fake, cfg.loss)
             loss_d.backward()
             opt_d.step()
 
-            # Generator: the non-saturating loss, -log D(G(z)), as in the paper.
+            # Generator: the non-saturating loss, -log D(G(z)), as in the paper (or the hinge's -D(G(z))).
             opt_g.zero_grad(set_to_none=True)
-            out_gen = discriminator(fake)
-            loss_g = criterion(out_gen, ones)
+            out_gen = discriminator(diff_augment(fake, policy))
+            loss_g = generator_loss(out_gen, cfg.loss)
             loss_g.backward()
             opt_g.step()
+            if ema is not None:
+                # Warm-up: a short average early on, so the initial weights fade out quickly.
+                update_ema(ema, generator, min(cfg.ema, (1 + step) / (10 + step)))
 
             step += 1
             values = {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
@@ -245,7 +371,9 @@ def train(cfg: DCGANConfig) -> Path:
                 epochs.append({"epoch": epoch, "step": step, **{k: v / epoch_count for k, v in epoch_sums.items()}})
                 epoch_sums = dict.fromkeys(keys, 0.0)
                 epoch_count = 0
-                _save_samples(run, f"epoch_{epoch:03d}", generator, fixed_noise)
+                _save_samples(run, f"epoch_{epoch:03d}", shipped(), fixed_noise)
+                if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and step < stop:
+                    measure(epoch + 1)
                 write_metrics()
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
@@ -261,15 +389,22 @@ def train(cfg: DCGANConfig) -> Path:
     elapsed = time.perf_counter() - start_time
     rate = (step - start_step) / elapsed if step > start_step and elapsed > 0 else None
 
+    if cfg.eval_every and (not quality or quality[-1]["step"] != step):
+        measure(step / steps_per_epoch)
     checkpoint()
     write_metrics(rate)
+    final_generator = shipped()
     if step % steps_per_epoch:
-        _save_samples(run, f"step_{step:06d}", generator, fixed_noise)
+        _save_samples(run, f"step_{step:06d}", final_generator, fixed_noise)
     provenance = {
         "data": str(cfg.data), "images": len(images), "skipped_files": skipped, "epochs": step / steps_per_epoch,
         "steps": step, "batch_size": batch, "lr": cfg.lr, "beta1": cfg.beta1, "nz": cfg.nz, "ngf": cfg.ngf,
         "ndf": cfg.ndf, "flip": cfg.flip, "seed": cfg.seed, "final_losses": history[-1] if history else {},
+        "loss": cfg.loss, "spectral_norm": cfg.spectral_norm, "lr_d": cfg.lr_d or cfg.lr, "ema": cfg.ema,
+        "augment": ",".join(policy) or "none",
     }
-    common.save_artifact(run, "generator", {"name": "dcgan", "nz": cfg.nz, "ngf": cfg.ngf}, generator,
+    if quality:
+        provenance["quality"] = quality[-1]
+    common.save_artifact(run, "generator", {"name": "dcgan", "nz": cfg.nz, "ngf": cfg.ngf}, final_generator,
                          provenance=provenance, latent_size=cfg.nz, output_size=IMAGE_SIZE)
     return run

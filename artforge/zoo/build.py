@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from artforge.files import write_bytes_atomic, write_json_atomic
+from artforge.runtime import Repository
+from artforge.runtime.grid import tile_grid
 from artforge.runtime.imageio import write_image
 from artforge.training import configs
 from artforge.zoo import datasets
-from artforge.zoo.catalog import SEED, ZOO, ZooModel
-from artforge.zoo.evaluation import append_evaluation, evaluate_classifier
+from artforge.zoo.catalog import SEED, TILE_SETTINGS, ZOO, ZooModel
+from artforge.zoo.evaluation import (
+    append_evaluation,
+    append_generator_evaluation,
+    evaluate_classifier,
+    evaluate_generator,
+)
 from artforge.zoo.painting import STYLE_IMAGES, paint_style_image
 from artforge.zoo.readme import contact_sheet, write_index
 
@@ -36,11 +43,31 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
         "styles_dataset": styles,
         "content_images": len(datasets.content_images(data / "content", seed=SEED, count=16 if quick else 400,
                                                       size=64 if quick else 256)),
-        "tiles": len(datasets.abstract_tiles(data / "tiles", seed=SEED, count=32 if quick else 4000)),
     }
     datasets.sample_photos(out / "samples")
     write_json_atomic(done, summary)
     return summary
+
+
+def _zoo_stylizers(out: Path) -> list[str]:
+    repo = out / "repository"
+    return [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
+
+
+def _tiles_folder(work: Path, out: Path) -> Path:
+    # Named by the stylizers it used, so a build with other style networks makes other tiles.
+    return work / "data" / "-".join(["art_tiles", *_zoo_stylizers(out)])
+
+
+def _make_tiles(work: Path, out: Path, quick: bool) -> Path:
+    """The DCGAN's tiles, made when it is trained: they include photos stylized by the zoo's
+    style networks, which the catalog trains before it."""
+    repo = Repository(out / "repository")
+    stylizers = {name: repo.stylizer(name).stylize for name in _zoo_stylizers(out)}
+    tiles = _tiles_folder(work, out)
+    summary = datasets.art_tiles(tiles, seed=SEED, stylizers=stylizers, **TILE_SETTINGS["quick" if quick else "full"])
+    write_json_atomic(out / "data_tiles.json", summary)
+    return tiles
 
 
 def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
@@ -53,7 +80,8 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
         return classifier.train(configs.ClassifierConfig(data=str(data / "styles" / "train"), **settings))
     if model.kind == "dcgan":
         from artforge.training import dcgan
-        return dcgan.train(configs.DCGANConfig(data=str(data / "tiles"), **settings))
+        tiles = _make_tiles(work, out, quick)
+        return dcgan.train(configs.DCGANConfig(data=str(tiles / "train"), eval_data=str(tiles / "test"), **settings))
     from artforge.training import style
     return style.train(configs.StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"),
                                            data=str(data / "content"), **settings))
@@ -88,6 +116,15 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
                               data_summary["styles_dataset"].get("held_out_photos", []))
             write_json_atomic(evaluation_file, evaluation)
             print(f"   held-out accuracy {evaluation['accuracy']:.1%}", flush=True)
+        if model.kind == "dcgan":
+            scores = evaluate_generator(repo, model.name, _tiles_folder(work, out) / "test",
+                                        count=64 if quick else 1000)
+            append_generator_evaluation(repo / model.name / "README.md", scores)
+            write_json_atomic(out / f"evaluation_{model.name}.json", scores)
+            write_image(out / "generated" / f"{model.name}.png",
+                        tile_grid(Repository(repo).generator(model.name).generate(64, seed=SEED), columns=8))
+            print(f"   FD {scores['fd']:.1f} to held-out tiles, recall {scores['recall']:.2f}, "
+                  f"near-duplicates {scores['duplicates']:.3f}", flush=True)
     write_json_atomic(out / "data.json", data_summary)
     stylizers = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:

@@ -8,6 +8,16 @@ from typing import Any
 #: every dataset and training run of the zoo is made from this seed
 SEED = 0
 
+#: the DCGAN's tiles (zoo/datasets.art_tiles): training count, held-out count, sources
+TILE_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": dict(count=4000, test_count=1000, paintings_per_style=12, photo_crops=2),
+    "quick": dict(count=32, test_count=16, paintings_per_style=1, photo_crops=1),
+}
+
+#: the DCGAN training practice the zoo uses (options of `artforge train dcgan`)
+DCGAN_PRACTICE: dict[str, Any] = dict(loss="hinge", spectral_norm=True, lr=1e-4, lr_d=4e-4, ema=0.999,
+                                      augment="color,translation,cutout")
+
 
 @dataclass(frozen=True)
 class ZooModel:
@@ -23,13 +33,17 @@ ZOO = (
     ZooModel("art_style", "classifier",
              settings=dict(size=224, epochs_frozen=4, epochs_unfrozen=3, batch_size=32, unfreeze="3", patience=3),
              quick=dict(size=64, epochs_frozen=1, epochs_unfrozen=1, batch_size=8, unfreeze="1", max_steps=4)),
-    ZooModel("abstract_dcgan", "dcgan",
-             settings=dict(ngf=32, ndf=32, epochs=32, batch_size=64),
-             quick=dict(ngf=8, ndf=8, epochs=1, batch_size=8, max_steps=3)),
     ZooModel("mosaic", "style", style="mosaic",
              settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
     ZooModel("swirl", "style", style="swirl",
              settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
+    # After the style networks: its tiles include photos they stylize. The training practice
+    # (hinge loss, spectral norm, two time scales, EMA, DiffAugment) is measured in docs/dcgan.md.
+    ZooModel("abstract_dcgan", "dcgan",
+             settings=dict(ngf=32, ndf=32, epochs=32, batch_size=64, **DCGAN_PRACTICE,
+                           eval_every=8, eval_samples=256),
+             quick=dict(ngf=8, ndf=8, epochs=1, batch_size=8, max_steps=3, **DCGAN_PRACTICE,
+                        eval_every=1, eval_samples=16)),
 )

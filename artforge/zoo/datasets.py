@@ -1,6 +1,6 @@
 """The zoo's training data, written as image folders: the art-style dataset
 (ImageFolder, held-out photos in test), content crops for style networks,
-abstract tiles for the DCGAN, and the README demo's sample photos.
+art tiles for the DCGAN (with a held-out split), and the README demo's sample photos.
 
 Everything is deterministic for a given seed, so the zoo's provenance can
 name a seed instead of shipping data. Each folder records how it was made
@@ -11,7 +11,7 @@ is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,43 +173,103 @@ def content_images(out: Path, seed: int, count: int, size: int, progress: bool =
     return paths
 
 
-def abstract_tiles(
+#: the photo renderings (art_styles) whose crops join the painted ones in the DCGAN tiles
+TILE_RENDERINGS: tuple[str, ...] = ("watercolor", "oil", "cartoon", "pointillism", "pencil")
+
+#: one tile source image: a painting, a rendered photo crop or a network-stylized photo crop
+_SOURCE_SIZE = 288
+
+
+def _tile_sources(
+    seed: int, split: str, paintings: int, photos: Sequence[str], photo_crops: int,
+    stylizers: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+) -> list[tuple[str, np.ndarray]]:
+    """(family, image) for every source of one split; splits never share a painting or a photo."""
+    sources = [("painted", paint_style_image(style, _SOURCE_SIZE, seed=seed * 10_000 + (split == "test") * 5_000 + k))
+               for style in PAINTED_STYLES for k in range(paintings)]
+    pictures = source_photos()
+    for name in photos:
+        for i in range(photo_crops):
+            rng = item_rng(seed, "tile-photo", name, i)
+            crop = _random_crop(pictures[name], rng, _SOURCE_SIZE, min_scale=0.4)
+            sources += [("rendered", RENDERERS[r](crop, item_rng(seed, "tile-render", r, name, i)))
+                        for r in TILE_RENDERINGS]
+            sources += [("stylized", np.ascontiguousarray(stylize(crop)[..., :3])) for stylize in stylizers.values()]
+    return sources
+
+
+def _cut_tile(src: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    side = int(rng.integers(max(size, 48), min(160, src.shape[0]) + 1))
+    y, x = (int(v) for v in rng.integers(0, src.shape[0] - side + 1, 2))
+    tile = cv2.resize(src[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+    tile = np.rot90(tile, int(rng.integers(4)))
+    tile = tile[:, ::-1] if rng.random() < 0.5 else tile
+    return hue_shift(np.ascontiguousarray(tile), float(rng.uniform(0, 360)))
+
+
+def art_tiles(
     out: Path,
     seed: int,
     count: int,
+    test_count: int,
     size: int = 64,
-    styles: Sequence[str] = PAINTED_STYLES,
+    paintings_per_style: int = 12,
+    photo_crops: int = 2,
+    holdout: Sequence[str] | None = None,
+    stylizers: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
     progress: bool = True,
-) -> list[Path]:
-    """`count` small tiles cut from painted style images (several paintings per
-    style, random scale, quarter turns, mirrors and hue shifts) as out/tile_<i>.png.
+) -> dict[str, Any]:
+    """DCGAN training tiles with real variety, and held-out tiles to measure a generator against.
 
-    Every tile shares the painted family's vocabulary (bold flat colour, dark
-    contours, strokes), which is what a small DCGAN can pick up in minutes.
+    Sources: `paintings_per_style` procedural paintings of every painted style
+    (each with its own seed), crops of the content photos rendered in
+    TILE_RENDERINGS, and the same crops through `stylizers` (name -> function,
+    e.g. the zoo's style networks run by the runtime). Tiles are random-scale
+    crops of a random source, turned, mirrored and hue-shifted:
+    out/train/tile_<i>.png (`count`) and out/test/tile_<i>.png (`test_count`),
+    the test tiles cut only from sources training never sees (other paintings,
+    the `holdout` photos, default DEFAULT_HOLDOUT). Returns the summary (also in
+    out/synthetic.json). Re-running with the same arguments resumes.
     """
     out = Path(out)
-    bad = [s for s in styles if s not in PAINTED_STYLES]
-    if bad or not styles:
-        raise ValueError(f"abstract_tiles styles {bad or '[]'} not allowed; choose from {', '.join(PAINTED_STYLES)}")
-    if count < 1 or size < 8:
-        raise ValueError(f"count must be >= 1 and size >= 8 (got {count}, {size})")
-    _claim_folder(out, "abstract_tiles", {"seed": seed, "count": count, "size": size, "styles": list(styles)})
-    paintings = [paint_style_image(s, 384, seed=seed * 100 + k) for s in styles for k in range(3)]
-    paths = []
-    for i in _progress(range(count), count, "abstract tiles", progress):
-        path = out / f"tile_{i:05d}.png"
-        if not path.is_file():
-            rng = item_rng(seed, "tile", i)
-            src = paintings[int(rng.integers(len(paintings)))]
-            side = int(rng.integers(max(size, 48), 160))
-            y, x = (int(v) for v in rng.integers(0, src.shape[0] - side + 1, 2))
-            tile = cv2.resize(src[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
-            tile = np.rot90(tile, int(rng.integers(4)))
-            tile = tile[:, ::-1] if rng.random() < 0.5 else tile
-            tile = hue_shift(np.ascontiguousarray(tile), float(rng.uniform(0, 360)))
-            write_image(path, tile)
-        paths.append(path)
-    return paths
+    stylizers = dict(stylizers or {})
+    holdout = list(DEFAULT_HOLDOUT if holdout is None else holdout)
+    unknown = [h for h in holdout if h not in CONTENT_PHOTOS]
+    if unknown:
+        raise ValueError(f"holdout photo(s) {unknown} unknown; choose from {', '.join(CONTENT_PHOTOS)}")
+    if count < 1 or test_count < 2 or size < 8 or paintings_per_style < 1 or photo_crops < 0:
+        raise ValueError(f"art_tiles needs count >= 1, test_count >= 2, size >= 8, paintings_per_style >= 1 and "
+                         f"photo_crops >= 0 (got {count}, {test_count}, {size}, {paintings_per_style}, {photo_crops})")
+    params = {"seed": seed, "count": count, "test_count": test_count, "size": size,
+              "paintings_per_style": paintings_per_style, "photo_crops": photo_crops, "holdout": holdout,
+              "stylizers": sorted(stylizers)}
+    _claim_folder(out, "art_tiles", params)
+    splits = {
+        "train": (count, paintings_per_style, [p for p in CONTENT_PHOTOS if p not in holdout]),
+        "test": (test_count, max(1, paintings_per_style // 4), holdout),
+    }
+    summary: dict[str, Any] = {"size": size, "seed": seed, "stylizers": sorted(stylizers),
+                               "renderings": list(TILE_RENDERINGS), "painted_styles": list(PAINTED_STYLES)}
+    for split, (n, paintings, photos) in splits.items():
+        paths = [out / split / f"tile_{i:05d}.png" for i in range(n)]
+        if all(p.is_file() for p in paths):
+            sources = None
+        else:
+            sources = _tile_sources(seed, split, paintings, photos, photo_crops, stylizers)
+        families: dict[str, int] = {}
+        for i, path in enumerate(_progress(paths, n, f"art tiles ({split})", progress)):
+            rng = item_rng(seed, "art-tile", split, i)
+            pick = int(rng.integers(0, 1 << 30))
+            if sources is not None and not path.is_file():
+                _, src = sources[pick % len(sources)]
+                write_image(path, _cut_tile(src, rng, size))
+        summary[split] = {"tiles": n, "paintings_per_style": paintings, "photos": list(photos)}
+        if sources is not None:
+            for family, _ in sources:
+                families[family] = families.get(family, 0) + 1
+            summary[split]["sources"] = families
+    write_json_atomic(out / MANIFEST, {"kind": "art_tiles", **params, "summary": summary})
+    return summary
 
 
 def sample_photos(out: Path, max_side: int = 512) -> list[Path]:

@@ -16,7 +16,7 @@ from artforge.zoo.seeds import item_rng
 # The style images the zoo trains its style networks on (and ships in zoo/styles/).
 STYLE_IMAGES: tuple[str, ...] = ("mosaic", "swirl", "kandinsky", "waves", "oil:coffee")
 
-# The procedurally painted styles, the ones abstract_tiles draws from.
+# The procedurally painted styles, the ones art_tiles draws from.
 PAINTED_STYLES: tuple[str, ...] = ("mosaic", "swirl", "kandinsky", "waves")
 
 # Palettes in RGB.

@@ -3,6 +3,7 @@ contact sheet of the sample photos in every style."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
                 "style": f"style network, style image `styles/{model.style}.jpg`"}[model.kind]
         rows.append(f"| [{model.name}](repository/{model.name}/README.md) | {what} | {size:.1f} MB |")
     styles = data_summary.get("styles_dataset", {})
+    tiles_file = out / "data_tiles.json"
+    tiles = json.loads(tiles_file.read_text()) if tiles_file.is_file() else {}
     text = [
         "# The shipped default zoo", "",
         "Every model here was trained by this project from data it made itself from the photos that",
@@ -63,10 +66,21 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         f"- Art-style dataset: styles {', '.join(styles.get('styles', []))}; training photos "
         f"{', '.join(styles.get('train_photos', []))}; held-out photos {', '.join(styles.get('held_out_photos', []))}.",
         f"- Style-network content images: {data_summary.get('content_images')} crops of the source photos.",
-        f"- DCGAN tiles: {data_summary.get('tiles')} 64x64 crops of the painted style images.", "",
+        f"- DCGAN tiles: {tiles.get('train', {}).get('tiles')} 64x64 crops (and "
+        f"{tiles.get('test', {}).get('tiles')} held out) of procedural paintings "
+        f"({', '.join(tiles.get('painted_styles', []))}), photo crops rendered "
+        f"({', '.join(tiles.get('renderings', []))}) and stylized by {', '.join(tiles.get('stylizers', [])) or '-'}.",
+        "",
     ]
     if evaluation:
         text += [f"Art-style classifier top-1 accuracy on held-out photos: **{evaluation['accuracy']:.1%}** "
                  f"({evaluation['images']} images).", ""]
+    for model in ZOO:
+        scores_file = out / f"evaluation_{model.name}.json"
+        if model.kind == "dcgan" and scores_file.is_file():
+            scores = json.loads(scores_file.read_text())
+            text += [f"{model.name} against held-out tiles: Fréchet distance **{scores['fd']:.1f}**, recall "
+                     f"{scores['recall']:.1%}, near-duplicate pairs {scores['duplicates']:.2%} (real tiles: 1 %).",
+                     "", f"![{model.name} samples](generated/{model.name}.png)", ""]
     text += ["![contact sheet](../docs/contact_sheet.png)", ""]
     write_bytes_atomic(out / "README.md", "\n".join(text).encode())

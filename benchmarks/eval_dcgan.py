@@ -1,0 +1,177 @@
+"""DCGAN quality: the shipped abstract_dcgan against DCGANs trained with the new
+tiles and each piece of training practice, measured on held-out tiles.
+
+Every model draws the same seeded latents; the measures (artforge/quality/
+gan_metrics.py) compare them with held-out tiles (zoo/datasets.art_tiles: the
+test split, cut from paintings and photos no training run sees) in ImageNet
+EfficientNet-Lite0 features: Fréchet distance (lower is better), precision,
+recall and the near-duplicate pair rate (real tiles: 1 %).
+
+    python benchmarks/eval_dcgan.py [--work DIR] [--recipes A_baseline,F_all] [--steps 500] [--zoo-recipe]
+
+The ablation runs are small (width 16, batch 32, --steps steps) so that they
+fit a shared 2-core machine; `--zoo-recipe` also trains the zoo's own settings
+(artforge/zoo/catalog.py: width 32, 2000 steps; ~25 min on 2 idle cores).
+Runs resume, so rerunning after an interruption continues. Writes the
+`dcgan` section of benchmarks/RESULTS.md and benchmarks/plots/dcgan_grid.png
+(64 samples of the shipped model next to 64 of the best run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import command_line, machine, write_section  # noqa: E402
+
+from artforge.models import build  # noqa: E402
+from artforge.quality.gan_metrics import FeatureExtractor, feature_stats, score_features  # noqa: E402
+from artforge.runtime import Repository, write_image  # noqa: E402
+from artforge.runtime.grid import tile_grid  # noqa: E402
+from artforge.training import common, dcgan  # noqa: E402
+from artforge.training.configs import DCGANConfig  # noqa: E402
+from artforge.training.data import list_images, read_rgb  # noqa: E402
+from artforge.zoo import datasets  # noqa: E402
+from artforge.zoo.catalog import DCGAN_PRACTICE, SEED, TILE_SETTINGS, ZOO  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "zoo" / "repository"
+GRID = Path(__file__).resolve().parent / "plots" / "dcgan_grid.png"
+LATENT_SEED = 2024
+
+#: the paper's recipe, spelled out so that changed DCGANConfig defaults do not change the baseline
+_PAPER: dict[str, Any] = dict(loss="bce", spectral_norm=False, lr=2e-4, lr_d=None, ema=0.0, augment="")
+_HINGE_SN = dict(loss="hinge", spectral_norm=True)
+_TTUR = dict(lr=1e-4, lr_d=4e-4)
+_EMA = dict(ema=0.999)
+_AUGMENT = dict(augment="color,translation,cutout")
+#: run folder -> (what it adds, DCGANConfig settings); cumulative except "paper + EMA"
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "A_baseline": ("paper (BCE, Adam 2e-4 both)", {}),
+    "E_ema": ("paper + EMA of G", _EMA),
+    "C_sn_hinge_ttur": ("hinge + spectral norm + TTUR (G 1e-4, D 4e-4)", {**_HINGE_SN, **_TTUR}),
+    "D_sn_hinge_ttur_ema": ("... + EMA of G", {**_HINGE_SN, **_TTUR, **_EMA}),
+    "F_all": ("... + EMA + DiffAugment (colour, translation, cutout)", {**_HINGE_SN, **_TTUR, **_EMA, **_AUGMENT}),
+}
+#: the ablation scale
+SMALL = dict(ngf=16, ndf=16, batch_size=32, log_every=25, checkpoint_every=100, eval_every=100, eval_samples=256)
+
+
+def make_tiles(work: Path) -> Path:
+    """The zoo's tiles, stylized by the shipped style networks."""
+    repo = Repository(SHIPPED)
+    stylizers = {m.name: repo.stylizer(m.name).stylize for m in ZOO if m.kind == "style" and m.name in repo.names()}
+    tiles = work / "tiles"
+    datasets.art_tiles(tiles, seed=SEED, stylizers=stylizers, **TILE_SETTINGS["full"], progress=False)
+    return tiles
+
+
+def generate_onnx(count: int) -> np.ndarray:
+    model = Repository(SHIPPED).generator("abstract_dcgan")
+    return np.concatenate([np.stack(model.generate(min(64, count - s), seed=LATENT_SEED + s))
+                           for s in range(0, count, 64)])
+
+
+def generate_run(run: Path, count: int) -> np.ndarray:
+    """The run's exported generator (model.pt) on the same latents the runtime would draw."""
+    from artforge import contract
+    artifact = common.load_artifact(run)
+    generator = build(artifact["kind"], artifact["arch"])
+    generator.load_state_dict(artifact["state_dict"])
+    generator.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, count, 64):
+            z = torch.from_numpy(contract.latents(min(64, count - s), artifact["latent_size"], LATENT_SEED + s))
+            out.append(((generator(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def write_grid(left: np.ndarray, right: np.ndarray) -> None:
+    """Two 8x8 grids of 64 samples side by side."""
+    GRID.parent.mkdir(parents=True, exist_ok=True)
+    a, b = tile_grid(list(left), columns=8), tile_grid(list(right), columns=8)
+    write_image(GRID, np.concatenate([a, np.full((a.shape[0], 16, 3), 255, np.uint8), b], axis=1))
+
+
+def train(work: Path, tiles: Path, name: str, settings: dict[str, Any]) -> tuple[Path, str]:
+    """Train (or reopen a finished) run; returns it and its steps."""
+    out = work / "runs" / f"{name}_{settings['epochs']}ep"
+    run = dcgan.train(DCGANConfig(data=str(tiles / "train"), out=str(out), eval_data=str(tiles / "test"),
+                                  seed=SEED, progress=False, **settings))
+    return run, str(json.loads((run / common.METRICS).read_text())["step"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/artforge-eval-dcgan"),
+                        help="tiles, training runs and cached features (reused by a rerun)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
+    parser.add_argument("--steps", type=int, default=500, help="ablation training steps (batch 32)")
+    parser.add_argument("--samples", type=int, default=1000, help="generated and held-out real images per measure")
+    parser.add_argument("--zoo-recipe", action="store_true", help="also train the zoo's own DCGAN settings")
+    args = parser.parse_args()
+    work = args.work
+    tiles = make_tiles(work)
+    extractor = FeatureExtractor()
+    cache = work / f"real_features_{args.samples}.npy"
+    if cache.is_file():
+        real = np.load(cache)
+    else:
+        real = extractor(np.stack([read_rgb(p) for p in list_images(tiles / "test")[:args.samples]]))
+        np.save(cache, real)
+    real_stats = feature_stats(real)
+
+    rows: list[tuple[str, str, dict[str, Any], str]] = []
+    shipped = generate_onnx(args.samples)
+    rows.append(("shipped zoo abstract_dcgan", "5 paintings' tiles; ngf/ndf 32, batch 64, paper recipe",
+                 score_features(real, extractor(shipped), real_stats), "1984"))
+    grids = {"shipped": shipped[:64]}
+    epochs = max(1, round(args.steps * 32 / len(list_images(tiles / "train"))))
+    for name in args.recipes.split(","):
+        what, practice = RECIPES[name]
+        run, steps = train(work, tiles, name, {**SMALL, "epochs": epochs, **_PAPER, **practice})
+        images = generate_run(run, args.samples)
+        grids[name] = images[:64]
+        rows.append((name, what, score_features(real, extractor(images), real_stats), steps))
+    if args.zoo_recipe:
+        model = next(m for m in ZOO if m.kind == "dcgan")
+        run, steps = train(work, tiles, "zoo_recipe", {**model.settings})
+        images = generate_run(run, args.samples)
+        grids["zoo_recipe"] = images[:64]
+        rows.append(("zoo_recipe", f"the catalog's settings ({model.settings['ngf']} wide, "
+                     f"{model.settings['epochs']} epochs): {', '.join(f'{k}={v}' for k, v in DCGAN_PRACTICE.items())}",
+                     score_features(real, extractor(images), real_stats), steps))
+
+    # The grid shows the candidate recipe (the zoo's if trained, else the last one asked for), not the lowest FD:
+    # a generator collapsed to one grey image can score a lower FD than an unfinished varied one.
+    shown = rows[-1][0] if len(rows) > 1 else None
+    if shown is not None:
+        write_grid(grids["shipped"], grids[shown])
+
+    base_fd = rows[0][2]["fd"]
+    lines = ["## DCGAN quality on held-out tiles", "", f"Command: `{command_line()}`", "",
+             f"Machine: {machine()}.", "",
+             f"{args.samples} generated images (latents seeded {LATENT_SEED}) against {len(real)} held-out tiles, in "
+             "ImageNet EfficientNet-Lite0 features at 128 px (artforge/quality/gan_metrics.py). Ablation runs: "
+             f"ngf/ndf 16, batch 32, {epochs} epochs of the new tiles.", "",
+             "| run | what | FD | FD vs shipped | precision | recall | near-dup pairs | steps |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, what, s, steps in rows:
+        lines.append(f"| {name} | {what} | {s['fd']:.1f} | {s['fd'] / base_fd:.2f}x | {s['precision']:.1%} | "
+                     f"{s['recall']:.1%} | {s['duplicates']:.2%} | {steps} |")
+    if shown is not None:
+        lines += ["", f"![64 samples: shipped (left) and {shown} (right)](plots/{GRID.name})"]
+    write_section("dcgan", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
