@@ -32,15 +32,17 @@ def test_source_photos_are_colour_rgb_uint8() -> None:
 def test_stylized_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None:
     repo = ZOO_REPO
     kwargs = {"seed": 7, "crops_per_photo": 2, "size": 40, "holdout": ["chelsea", "flower"],
-              "backend": "onnxruntime", "progress": False}
+              "validation": ["coffee"], "backend": "onnxruntime", "progress": False}
     summary = render_stylized_dataset(tmp_path / "a", repo, ["mosaic", "swirl"], **kwargs)
 
     assert summary["classes"] == [PHOTO, "mosaic", "swirl"]
     assert summary["held_out_photos"] == ["chelsea", "flower"]
     train_samples, train_classes = image_folder(tmp_path / "a" / "train")
     test_samples, test_classes = image_folder(tmp_path / "a" / "test")
-    assert train_classes == test_classes == sorted(summary["classes"])
-    n_train = len(CONTENT_PHOTOS) - 2
+    val_samples, val_classes = image_folder(tmp_path / "a" / "val")
+    assert train_classes == test_classes == val_classes == sorted(summary["classes"])
+    assert len(val_samples) == 2 * 3
+    n_train = len(CONTENT_PHOTOS) - 3
     assert len(train_samples) == n_train * 2 * 3
     assert len(test_samples) == 2 * 2 * 3
     assert summary["counts"]["train"] == {c: n_train * 2 for c in summary["classes"]}
@@ -49,7 +51,8 @@ def test_stylized_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None
         return {p.stem.rsplit("_", 1)[0] for p, _ in samples}
 
     assert photos_of(test_samples) == {"chelsea", "flower"}
-    assert photos_of(train_samples).isdisjoint(photos_of(test_samples))
+    assert photos_of(val_samples) == {"coffee"}
+    assert photos_of(train_samples).isdisjoint(photos_of(test_samples) | photos_of(val_samples))
     # Each crop is rendered at a random side in 1-3x the size, the same for the photo and its stylizations.
     first = {c: read_rgb(tmp_path / "a" / "train" / c / "astronaut_000.jpg").shape for c in summary["classes"]}
     assert len(set(first.values())) == 1 and 40 <= first[PHOTO][0] <= 120
@@ -81,8 +84,11 @@ def test_stylized_dataset_resumes_and_refuses_other_settings(tmp_path: Path, zoo
     onnx.save(graph, str(path))
     with pytest.raises(ValueError, match="other settings"):
         render_stylized_dataset(tmp_path / "d", repo, ["mosaic"], seed=1, **kwargs)
-    with pytest.raises(ValueError, match="holdout"):
+    with pytest.raises(ValueError, match="unknown"):
         render_stylized_dataset(tmp_path / "x", repo, ["mosaic"], seed=1, holdout=["no_such_photo"], progress=False)
+    with pytest.raises(ValueError, match="both held out and for validation"):
+        render_stylized_dataset(tmp_path / "x", repo, ["mosaic"], seed=1, holdout=["rocket"], validation=["rocket"],
+                                progress=False)
     with pytest.raises(ValueError, match="photo"):
         render_stylized_dataset(tmp_path / "y", repo, [PHOTO], seed=1, progress=False)
 

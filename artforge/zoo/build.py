@@ -59,9 +59,10 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool, stylized: Path |
         assert stylized is not None, "the classifier trains on the stylized dataset"
         # Other stylizers make another dataset, and so another run (a run refuses to resume on other data).
         settings["out"] = f"{settings['out']}-{stylized.name}"
-        # Validation (early stopping, best epoch, calibration) is split from the
-        # training photos; the held-out photos are only used for the final evaluation.
-        return classifier.train(configs.ClassifierConfig(data=str(stylized / "train"), **settings))
+        # Validation (early stopping, best epoch, calibration) and the final
+        # evaluation each use photos of their own, never trained on.
+        return classifier.train(configs.ClassifierConfig(data=str(stylized / "train"), val=str(stylized / "val"),
+                                                         **settings))
     if model.kind == "dcgan":
         from artforge.training import dcgan
         return dcgan.train(configs.DCGANConfig(data=str(data / "tiles"), **settings))

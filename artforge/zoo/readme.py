@@ -62,7 +62,8 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         "## Data", "",
         f"- Art-style classifier data: crops of the source photos, unchanged (`photo`) and stylized by each zoo "
         f"stylizer ({', '.join(styles.get('classes', [])[1:])}) at random sizes; training photos "
-        f"{', '.join(styles.get('train_photos', []))}; held-out photos {', '.join(styles.get('held_out_photos', []))}.",
+        f"{', '.join(styles.get('train_photos', []))}; validation photos {', '.join(styles.get('validation_photos', []))}; "
+        f"held-out photos {', '.join(styles.get('held_out_photos', []))}.",
         f"- Style-network content images: {data_summary.get('content_images')} crops of the source photos.",
         f"- DCGAN tiles: {data_summary.get('tiles')} 64x64 crops of the painted style images.", "",
     ]
