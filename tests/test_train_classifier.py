@@ -98,6 +98,9 @@ def test_both_phases_write_artifact_and_metrics(tmp_path: Path) -> None:
     assert provenance["images"] == {"train": 12, "val": 6}
     assert provenance["seed"] == 0
     assert provenance["phases"]["frozen"]["steps"] == 3 and provenance["phases"]["finetune"]["steps"] == 3
+    calibration = provenance["calibration"]
+    assert calibration["images"] == 6 and calibration["temperature"] > 0
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1
     model = build(artifact["kind"], artifact["arch"])
     model.load_state_dict(artifact["state_dict"])
     image = cv2.cvtColor(_pattern(1, np.random.default_rng(5)), cv2.COLOR_BGR2RGB)

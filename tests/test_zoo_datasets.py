@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from batch_support import ZOO_REPO
 
 from artforge.training.data import image_folder, read_rgb
 from artforge.zoo import datasets
-from artforge.zoo.art_styles import ART_STYLES
 from artforge.zoo.photos import CONTENT_PHOTOS, SOURCE_PHOTOS, source_photos
+from artforge.zoo.stylized_dataset import PHOTO, render_stylized_dataset
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:
@@ -27,43 +29,68 @@ def test_source_photos_are_colour_rgb_uint8() -> None:
     assert set(CONTENT_PHOTOS) <= set(photos)
 
 
-def test_style_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None:
-    kwargs = {"seed": 7, "crops_per_photo": 2, "size": 48, "holdout": ["chelsea", "flower"], "progress": False}
-    summary = datasets.render_style_dataset(tmp_path / "a", **kwargs)
+def test_stylized_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None:
+    repo = ZOO_REPO
+    kwargs = {"seed": 7, "crops_per_photo": 2, "size": 40, "holdout": ["chelsea", "flower"],
+              "validation": ["coffee"], "backend": "onnxruntime", "progress": False}
+    summary = render_stylized_dataset(tmp_path / "a", repo, ["mosaic", "swirl"], **kwargs)
 
-    assert summary["styles"] == list(ART_STYLES)
+    assert summary["classes"] == [PHOTO, "mosaic", "swirl"]
     assert summary["held_out_photos"] == ["chelsea", "flower"]
     train_samples, train_classes = image_folder(tmp_path / "a" / "train")
     test_samples, test_classes = image_folder(tmp_path / "a" / "test")
-    assert train_classes == test_classes == sorted(ART_STYLES)
-    n_train = len(CONTENT_PHOTOS) - 2
-    assert len(train_samples) == n_train * 2 * len(ART_STYLES)
-    assert len(test_samples) == 2 * 2 * len(ART_STYLES)
-    assert summary["counts"]["train"] == {s: n_train * 2 for s in ART_STYLES}
+    val_samples, val_classes = image_folder(tmp_path / "a" / "val")
+    assert train_classes == test_classes == val_classes == sorted(summary["classes"])
+    assert len(val_samples) == 2 * 3
+    n_train = len(CONTENT_PHOTOS) - 3
+    assert len(train_samples) == n_train * 2 * 3
+    assert len(test_samples) == 2 * 2 * 3
+    assert summary["counts"]["train"] == {c: n_train * 2 for c in summary["classes"]}
 
     def photos_of(samples: list[tuple[Path, int]]) -> set[str]:
         return {p.stem.rsplit("_", 1)[0] for p, _ in samples}
 
     assert photos_of(test_samples) == {"chelsea", "flower"}
-    assert photos_of(train_samples).isdisjoint(photos_of(test_samples))
-    assert read_rgb(train_samples[0][0]).shape == (48, 48, 3)
+    assert photos_of(val_samples) == {"coffee"}
+    assert photos_of(train_samples).isdisjoint(photos_of(test_samples) | photos_of(val_samples))
+    # Each crop is rendered at a random side in 1-3x the size, the same for the photo and its stylizations.
+    first = {c: read_rgb(tmp_path / "a" / "train" / c / "astronaut_000.jpg").shape for c in summary["classes"]}
+    assert len(set(first.values())) == 1 and 40 <= first[PHOTO][0] <= 120
+    sides = {read_rgb(p).shape[0] for p, _ in train_samples}
+    assert len(sides) > 3
+    # Stylized images are not the photo.
+    photo = read_rgb(tmp_path / "a" / "train" / PHOTO / "astronaut_000.jpg").astype(int)
+    assert np.abs(read_rgb(tmp_path / "a" / "train" / "mosaic" / "astronaut_000.jpg") - photo).mean() > 20
 
-    datasets.render_style_dataset(tmp_path / "b", **kwargs)
+    render_stylized_dataset(tmp_path / "b", repo, ["mosaic", "swirl"], **kwargs)
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
 
 
-def test_style_dataset_resumes_and_refuses_other_settings(tmp_path: Path) -> None:
-    kwargs = {"crops_per_photo": 1, "size": 40, "holdout": ["rocket"], "progress": False}
-    datasets.render_style_dataset(tmp_path, seed=1, **kwargs)
-    victim = next((tmp_path / "train" / "oil").glob("*.jpg"))
+def test_stylized_dataset_resumes_and_refuses_other_settings(tmp_path: Path, zoo_copy) -> None:
+    repo = zoo_copy("mosaic")
+    kwargs = {"crops_per_photo": 1, "size": 40, "holdout": ["rocket"], "backend": "onnxruntime", "progress": False}
+    render_stylized_dataset(tmp_path / "d", repo, ["mosaic"], seed=1, **kwargs)
+    victim = next((tmp_path / "d" / "train" / "mosaic").glob("*.jpg"))
     before = victim.read_bytes()
     victim.unlink()  # as if interrupted before this file was written
-    datasets.render_style_dataset(tmp_path, seed=1, **kwargs)
+    render_stylized_dataset(tmp_path / "d", repo, ["mosaic"], seed=1, **kwargs)
     assert victim.read_bytes() == before
     with pytest.raises(ValueError, match="other settings"):
-        datasets.render_style_dataset(tmp_path, seed=2, **kwargs)
-    with pytest.raises(ValueError, match="holdout"):
-        datasets.render_style_dataset(tmp_path / "x", seed=1, holdout=["no_such_photo"], progress=False)
+        render_stylized_dataset(tmp_path / "d", repo, ["mosaic"], seed=2, **kwargs)
+    # Other weights under the same name are another dataset.
+    path = next((repo / "mosaic").glob("*/model.onnx"))
+    graph = onnx.load(str(path))
+    graph.doc_string = "retrained"
+    onnx.save(graph, str(path))
+    with pytest.raises(ValueError, match="other settings"):
+        render_stylized_dataset(tmp_path / "d", repo, ["mosaic"], seed=1, **kwargs)
+    with pytest.raises(ValueError, match="unknown"):
+        render_stylized_dataset(tmp_path / "x", repo, ["mosaic"], seed=1, holdout=["no_such_photo"], progress=False)
+    with pytest.raises(ValueError, match="both held out and for validation"):
+        render_stylized_dataset(tmp_path / "x", repo, ["mosaic"], seed=1, holdout=["rocket"], validation=["rocket"],
+                                progress=False)
+    with pytest.raises(ValueError, match="photo"):
+        render_stylized_dataset(tmp_path / "y", repo, [PHOTO], seed=1, progress=False)
 
 
 def test_content_images_deterministic(tmp_path: Path) -> None:

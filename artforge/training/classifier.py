@@ -29,11 +29,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from artforge.models.efficientnet_lite import BLOCK_ARGS, EfficientNetLite0, load_imagenet
+from artforge.training.calibration import expected_calibration_error, fit_temperature
 from artforge.training.common import (
     METRICS,
     STATE,
@@ -58,6 +60,11 @@ CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 # Mild: colour is part of what distinguishes styles, so it is only nudged.
 JITTER = 0.15
+# Images met in use were resized and re-encoded on their way (thumbnails, JPEGs
+# saved by phones and web pages), and both smear exactly the fine texture a
+# style leaves; the training images are damaged the same ways, at random.
+JPEG_CHANCE, JPEG_QUALITY = 0.5, (35, 95)
+RESAMPLE_CHANCE, RESAMPLE_SCALE = 0.3, (0.4, 0.9)
 LABEL_SMOOTHING = 0.1
 WEIGHT_DECAY = 1e-2
 # A kill -9 loses at most this much work mid-epoch (state is also saved at every epoch end).
@@ -84,7 +91,8 @@ def eval_transform(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def train_transform(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Random resized crop, horizontal flip and mild colour jitter (RGB uint8 HWC in and out)."""
+    """Random resized crop, horizontal flip, a random down-and-up resample, a random JPEG
+    re-encode and mild colour jitter (RGB uint8 HWC in and out)."""
     h, w = image.shape[:2]
     for _ in range(10):
         area = h * w * rng.uniform(*CROP_SCALE)
@@ -99,6 +107,14 @@ def train_transform(image: np.ndarray, size: int, rng: np.random.Generator) -> n
     out = _resize(image[top:top + ch, left:left + cw], size, size)
     if rng.random() < 0.5:
         out = out[:, ::-1]
+    if rng.random() < RESAMPLE_CHANCE:
+        side = max(8, round(size * rng.uniform(*RESAMPLE_SCALE)))
+        out = _resize(_resize(out, side, side), size, size)
+    if rng.random() < JPEG_CHANCE:
+        quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
+        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            out = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1]
     brightness, contrast, saturation = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
     pixels = out.astype(np.float32) * brightness
     grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -476,22 +492,28 @@ class _Trainer:
                 warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, Any]:
-        self.model.eval()
-        k = len(self.classes)
-        confusion = np.zeros((k, k), dtype=np.int64)
-        loss_sum = 0.0
+    def validation_logits(self, model: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """[N, K] logits and [N] labels of the decodable validation images, by `model` (default: the one training)."""
+        model = self.model if model is None else model
+        model.eval()
+        all_logits, all_labels = [], []
         loader = self._loader(self.val_set, None)
         for images, labels, indices in tqdm(loader, desc="validate", leave=False, disable=not self.cfg.progress):
             self._note_skipped(labels, indices, self.val_samples)
             ok = labels >= 0
-            if not ok.any():
-                continue
-            logits = self.model(_to_input(images[ok], self.device))
-            target = labels[ok].to(self.device)
-            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-            pred = logits.argmax(1).cpu().numpy()
-            np.add.at(confusion, (labels[ok].numpy(), pred), 1)
+            if ok.any():
+                all_logits.append(model(_to_input(images[ok], self.device)).float().cpu().numpy())
+                all_labels.append(labels[ok].numpy())
+        if not all_logits:
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(all_logits), np.concatenate(all_labels)
+
+    def evaluate(self) -> dict[str, Any]:
+        logits, labels = self.validation_logits()
+        k = len(self.classes)
+        confusion = np.zeros((k, k), dtype=np.int64)
+        np.add.at(confusion, (labels, logits.argmax(1)), 1)
+        loss_sum = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="sum"))
         return _summarise(confusion, loss_sum, self.classes)
 
     def _train_epoch(self, stop: _StopRequest) -> str:
@@ -620,6 +642,32 @@ class _Trainer:
         return metrics
 
 
+def _calibrate(trainer: _Trainer, model: EfficientNetLite0) -> dict[str, Any] | None:
+    """Temperature-scale `model` in place on the validation split; what was measured, for the provenance.
+
+    The temperature is folded into the head (logits / T = (W/T) x + b/T), so
+    the exported graph is unchanged in form and every backend runs the
+    calibrated model without knowing about it.
+    """
+    logits, labels = trainer.validation_logits(model.to(trainer.device))
+    model.cpu()
+    if len(labels) == 0:
+        warnings.warn("no validation images to calibrate on; probabilities left uncalibrated", stacklevel=2)
+        return None
+    temperature = fit_temperature(logits, labels)
+    before = expected_calibration_error(softmax(logits, axis=1), labels)
+    after = expected_calibration_error(softmax(logits / temperature, axis=1), labels)
+    with torch.no_grad():
+        model._fc.weight.div_(temperature)
+        model._fc.bias.div_(temperature)
+    if trainer.cfg.progress:
+        tqdm.write(f"calibrated on {len(labels)} validation images: temperature {temperature:.3f}, "
+                   f"expected calibration error {before:.1%} -> {after:.1%}")
+    return {"method": "temperature scaling (folded into the head)", "split": "validation",
+            "images": int(len(labels)), "temperature": round(temperature, 4),
+            "ece_before": round(before, 4), "ece_after": round(after, 4)}
+
+
 def _config_dict(cfg: ClassifierConfig) -> dict[str, Any]:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(cfg).items()}
     config["unfreeze"] = _unfreeze(cfg)
@@ -668,6 +716,7 @@ def train(cfg: ClassifierConfig, on_step: Callable[[int], None] | None = None) -
     weights, final, best = trainer.export_weights()
     export = EfficientNetLite0(num_classes=len(classes))
     export.load_state_dict({k: v.cpu() for k, v in weights.items()})
+    calibration = _calibrate(trainer, export) if cfg.calibrate else None
     status = "finished" if outcome == "finished" else "stopped at max_steps"
     provenance = {
         "task": "fine-tuned EfficientNet-Lite0 (ImageNet weights) image classifier",
@@ -686,6 +735,7 @@ def train(cfg: ClassifierConfig, on_step: Callable[[int], None] | None = None) -
         "best": None if best is None else {"phase": best["phase"], "epoch": best["epoch"]},
         "metrics": {"accuracy": final["accuracy"], "loss": final["loss"],
                     "per_class_accuracy": final["per_class_accuracy"]},
+        "calibration": calibration,
     }
     save_artifact(run, "classifier", {"name": ARCH, "num_classes": len(classes)}, export,
                   provenance=provenance, labels=classes, input_size=cfg.size)

@@ -27,6 +27,7 @@ from artforge.zoo.evaluation import (
 )
 from artforge.zoo.painting import STYLE_IMAGES, paint_style_image
 from artforge.zoo.readme import contact_sheet, write_index
+from artforge.zoo.stylized_dataset import render_stylized_dataset, stylizer_fingerprint
 
 
 def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
@@ -37,10 +38,7 @@ def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
     for name in STYLE_IMAGES:
         image = paint_style_image(name, size=256 if quick else 512, seed=SEED)
         write_image(out / "styles" / f"{name.replace(':', '_')}.jpg", image, quality=90)
-    styles = (datasets.render_style_dataset(data / "styles", seed=SEED, crops_per_photo=1, size=96) if quick
-              else datasets.render_style_dataset(data / "styles", seed=SEED))
     summary = {
-        "styles_dataset": styles,
         "content_images": len(datasets.content_images(data / "content", seed=SEED, count=16 if quick else 400,
                                                       size=64 if quick else 256)),
     }
@@ -70,14 +68,27 @@ def _make_tiles(work: Path, out: Path, quick: bool) -> Path:
     return tiles
 
 
-def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
+def _stylized_data(work: Path, repo: Path, quick: bool) -> tuple[Path, dict[str, Any]]:
+    """The classifier's data, rendered by every stylizer the repository holds now
+    (so it follows the zoo: a rebuilt or added stylizer gives a new folder)."""
+    stylizers = Repository(repo).names_of_kind("stylizer")
+    folder = work / "data" / f"stylized-{stylizer_fingerprint(repo, stylizers)}"
+    sizes = dict(crops_per_photo=1, size=96) if quick else {}
+    return folder, render_stylized_dataset(folder, repo, stylizers, seed=SEED, **sizes)
+
+
+def _train(model: ZooModel, work: Path, out: Path, quick: bool, stylized: Path | None) -> Path:
     settings = {**(model.quick if quick else model.settings), "seed": SEED, "out": str(work / "runs" / model.name)}
     data = work / "data"
     if model.kind == "classifier":
         from artforge.training import classifier
-        # Validation (early stopping, best epoch) is split from the training
-        # photos; the held-out photos are only used for the final evaluation.
-        return classifier.train(configs.ClassifierConfig(data=str(data / "styles" / "train"), **settings))
+        assert stylized is not None, "the classifier trains on the stylized dataset"
+        # Other stylizers make another dataset, and so another run (a run refuses to resume on other data).
+        settings["out"] = f"{settings['out']}-{stylized.name}"
+        # Validation (early stopping, best epoch, calibration) and the final
+        # evaluation each use photos of their own, never trained on.
+        return classifier.train(configs.ClassifierConfig(data=str(stylized / "train"), val=str(stylized / "val"),
+                                                         **settings))
     if model.kind == "dcgan":
         from artforge.training import dcgan
         tiles = _make_tiles(work, out, quick)
@@ -100,18 +111,25 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
         raise ValueError(f"unknown zoo model(s) {', '.join(sorted(unknown))}; the zoo has "
                          + ", ".join(m.name for m in ZOO))
     data_summary = _make_data(work, out, quick)
+    previous = out / "data.json"
+    if previous.is_file():  # keep the classifier's data summary when it is not rebuilt this time
+        data_summary.setdefault("styles_dataset", json.loads(previous.read_text()).get("styles_dataset"))
     repo = out / "repository"
     evaluation_file = out / "evaluation.json"
     for model in ZOO:
         if model.name not in wanted:
             continue
         print(f"== {model.name} ({model.kind})", flush=True)
-        run = _train(model, work, out, quick)
+        stylized = None
+        if model.kind == "classifier":  # after the stylizers: it learns to recognise them
+            stylized, data_summary["styles_dataset"] = _stylized_data(work, repo, quick)
+        run = _train(model, work, out, quick, stylized)
         path = export_run(run, repo, name=model.name, version=1, overwrite=True)
         write_bytes_atomic(out / "checkpoints" / f"{model.name}.pt", (Path(run) / "model.pt").read_bytes())
         print(f"   exported {path}", flush=True)
         if model.kind == "classifier":
-            evaluation = evaluate_classifier(repo, model.name, work / "data" / "styles" / "test")
+            assert stylized is not None
+            evaluation = evaluate_classifier(repo, model.name, stylized / "test")
             append_evaluation(repo / model.name / "README.md", evaluation,
                               data_summary["styles_dataset"].get("held_out_photos", []))
             write_json_atomic(evaluation_file, evaluation)

@@ -30,9 +30,6 @@ class ZooModel:
 
 
 ZOO = (
-    ZooModel("art_style", "classifier",
-             settings=dict(size=224, epochs_frozen=4, epochs_unfrozen=3, batch_size=32, unfreeze="3", patience=3),
-             quick=dict(size=64, epochs_frozen=1, epochs_unfrozen=1, batch_size=8, unfreeze="1", max_steps=4)),
     ZooModel("mosaic", "style", style="mosaic",
              settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
@@ -46,4 +43,8 @@ ZOO = (
                            eval_every=8, eval_samples=256),
              quick=dict(ngf=8, ndf=8, epochs=1, batch_size=8, max_steps=3, **DCGAN_PRACTICE,
                         eval_every=1, eval_samples=16)),
+    # Last: it learns to recognise the stylizers above, from their own outputs.
+    ZooModel("art_style", "classifier",
+             settings=dict(size=224, epochs_frozen=4, epochs_unfrozen=3, batch_size=32, unfreeze="3", patience=3),
+             quick=dict(size=64, epochs_frozen=1, epochs_unfrozen=1, batch_size=8, unfreeze="1", max_steps=4)),
 )

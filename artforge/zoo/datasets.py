@@ -1,6 +1,7 @@
-"""The zoo's training data, written as image folders: the art-style dataset
-(ImageFolder, held-out photos in test), content crops for style networks,
-art tiles for the DCGAN (with a held-out split), and the README demo's sample photos.
+"""The zoo's training data, written as image folders: content crops for style
+networks, art tiles for the DCGAN (with a held-out split), and the README demo's
+sample photos (the classifier's data, rendered by the zoo's stylizers, is in
+stylized_dataset.py).
 
 Everything is deterministic for a given seed, so the zoo's provenance can
 name a seed instead of shipping data. Each folder records how it was made
@@ -21,10 +22,10 @@ from tqdm import tqdm
 
 from artforge.files import write_bytes_atomic, write_json_atomic
 from artforge.runtime.imageio import encode_image, write_image
-from artforge.zoo.art_styles import ART_STYLES, RENDERERS
+from artforge.zoo.art_styles import RENDERERS
 from artforge.zoo.painting import PAINTED_STYLES, paint_style_image
 from artforge.zoo.painting_tools import hue_shift
-from artforge.zoo.photos import CONTENT_PHOTOS, SOURCE_PHOTOS, source_photos
+from artforge.zoo.photos import CONTENT_PHOTOS, source_photos
 from artforge.zoo.seeds import item_rng
 
 # Test photos differ in kind from each other and from the training ones (an
@@ -92,66 +93,6 @@ def _jitter_photo(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     hsv[..., 1] *= rng.uniform(0.8, 1.2)
     hsv[..., 2] = hsv[..., 2] * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)
     return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
-
-
-def render_style_dataset(
-    out: Path,
-    seed: int,
-    crops_per_photo: int = 32,
-    size: int = 256,
-    holdout: Sequence[str] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Art-style classification data in ImageFolder layout.
-
-    Each crop of a photo is rendered in every style in ART_STYLES and written to
-    out/<split>/<style>/<photo>_<i>.jpg; the test split holds the crops of whole
-    photos (``holdout``, default DEFAULT_HOLDOUT) that training never sees.
-    Returns the summary for the model card (also kept in out/synthetic.json).
-    Re-running with the same arguments resumes, skipping finished files.
-    """
-    out = Path(out)
-    holdout = list(DEFAULT_HOLDOUT if holdout is None else holdout)
-    unknown = [h for h in holdout if h not in CONTENT_PHOTOS]
-    if unknown:
-        raise ValueError(f"holdout photo(s) {unknown} unknown; choose from {', '.join(CONTENT_PHOTOS)}")
-    train_photos = [p for p in CONTENT_PHOTOS if p not in holdout]
-    if not holdout or not train_photos:
-        raise ValueError("holdout must name at least one and not all of the content photos")
-    if crops_per_photo < 1 or size < 32:
-        raise ValueError(f"crops_per_photo must be >= 1 and size >= 32 (got {crops_per_photo}, {size})")
-    params = {"seed": seed, "crops_per_photo": crops_per_photo, "size": size, "holdout": holdout}
-    _claim_folder(out, "style_dataset", params)
-
-    photos = source_photos()
-    jobs = [
-        (split, name, i)
-        for split, names in (("train", train_photos), ("test", holdout))
-        for name in names
-        for i in range(crops_per_photo)
-    ]
-    for split, name, i in _progress(jobs, len(jobs), "style dataset", progress):
-        paths = {s: out / split / s / f"{name}_{i:03d}.jpg" for s in ART_STYLES}
-        if all(p.is_file() for p in paths.values()):
-            continue
-        rng = item_rng(seed, "crop", name, i)
-        crop = _jitter_photo(_random_crop(photos[name], rng, size), rng)
-        for style in ART_STYLES:
-            write_image(paths[style], RENDERERS[style](crop, item_rng(seed, style, name, i)), quality=92)
-
-    counts = {split: {s: len(list((out / split / s).glob("*.jpg"))) for s in ART_STYLES} for split in ("train", "test")}
-    summary = {
-        "styles": list(ART_STYLES),
-        "size": size,
-        "seed": seed,
-        "crops_per_photo": crops_per_photo,
-        "train_photos": train_photos,
-        "held_out_photos": holdout,
-        "counts": counts,
-        "sources": {n: SOURCE_PHOTOS[n] for n in CONTENT_PHOTOS},
-    }
-    write_json_atomic(out / MANIFEST, {"kind": "style_dataset", **params, "summary": summary})
-    return summary
 
 
 def content_images(out: Path, seed: int, count: int, size: int, progress: bool = True) -> list[Path]:

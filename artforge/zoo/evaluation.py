@@ -11,6 +11,7 @@ import numpy as np
 
 from artforge.files import write_bytes_atomic
 from artforge.runtime import Repository
+from artforge.training.calibration import expected_calibration_error, untempered
 from artforge.training.data import image_folder, list_images, read_rgb
 
 #: the seed of the latents the generator is measured with
@@ -22,16 +23,28 @@ def evaluate_classifier(repo: Path, name: str, test_dir: Path) -> dict[str, Any]
     model = Repository(repo).classifier(name)
     samples, classes = image_folder(test_dir)
     index = {label: i for i, label in enumerate(model.metadata.labels)}
+    unknown = sorted(set(classes) - set(index))
+    if unknown:
+        raise ValueError(f"{test_dir} has class folder(s) {', '.join(unknown)} that {name} does not know")
     confusion = np.zeros((len(index), len(index)), dtype=int)
+    probabilities, truths = [], []
     for start in range(0, len(samples), 32):
         chunk = samples[start:start + 32]
-        predicted = model.probabilities([str(path) for path, _ in chunk]).argmax(axis=1)
-        for (_, truth), guess in zip(chunk, predicted, strict=True):
-            confusion[index[classes[truth]], guess] += 1
+        probabilities.append(model.probabilities([str(path) for path, _ in chunk]))
+        truths += [index[classes[truth]] for _, truth in chunk]
+    p, labels = np.concatenate(probabilities), np.array(truths)
+    np.add.at(confusion, (labels, p.argmax(axis=1)), 1)
     per_class = {label: float(confusion[i, i] / max(1, confusion[i].sum())) for label, i in index.items()}
-    return {"images": len(samples), "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
-            "per_class_accuracy": per_class, "labels": list(model.metadata.labels),
-            "confusion_matrix": confusion.tolist()}
+    result = {"images": len(samples), "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
+              "per_class_accuracy": per_class, "labels": list(model.metadata.labels),
+              "confusion_matrix": confusion.tolist(), "ece": expected_calibration_error(p, labels),
+              "mean_top_probability": float(p.max(axis=1).mean())}
+    # The exported network has its temperature folded in; its outputs before calibration are recoverable.
+    temperature = ((model.metadata.provenance or {}).get("calibration") or {}).get("temperature")
+    if temperature:
+        result["temperature"] = float(temperature)
+        result["ece_uncalibrated"] = expected_calibration_error(untempered(p, float(temperature)), labels)
+    return result
 
 
 def append_evaluation(card: Path, evaluation: dict[str, Any], held_out: list[str]) -> None:
@@ -39,7 +52,13 @@ def append_evaluation(card: Path, evaluation: dict[str, Any], held_out: list[str
     lines = ["", "## Evaluation on held-out photos", "",
              f"{evaluation['images']} images rendered from source photos never seen in training "
              f"({', '.join(held_out)}), run through the exported ONNX model by artforge's runtime.", "",
-             f"**Top-1 accuracy: {evaluation['accuracy']:.1%}**", "", "| style | accuracy |", "|---|---:|"]
+             f"**Top-1 accuracy: {evaluation['accuracy']:.1%}**", ""]
+    if "ece" in evaluation:
+        calibrated = (f" (temperature {evaluation['temperature']:.2f} fitted on the validation split; "
+                      f"{evaluation['ece_uncalibrated']:.1%} before it)" if "temperature" in evaluation else "")
+        lines += [f"Expected calibration error (15 bins): **{evaluation['ece']:.1%}**{calibrated}; mean top "
+                  f"probability {evaluation['mean_top_probability']:.2f}.", ""]
+    lines += ["| class | accuracy |", "|---|---:|"]
     lines += [f"| {label} | {acc:.1%} |" for label, acc in evaluation["per_class_accuracy"].items()]
     lines += ["", "Confusion matrix (rows: true style, columns: predicted, in label order):", "", "```"]
     lines += [" ".join(f"{n:4d}" for n in row) for row in evaluation["confusion_matrix"]]

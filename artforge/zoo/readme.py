@@ -44,7 +44,7 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         if not files:
             continue
         size = sum(f.stat().st_size for f in files) / 1e6
-        what = {"classifier": "art-style classifier (EfficientNet-Lite0, fine-tuned)",
+        what = {"classifier": "which zoo style (or none) made an image (EfficientNet-Lite0, fine-tuned, calibrated)",
                 "dcgan": "DCGAN generator of abstract 64x64 tiles",
                 "style": f"style network, style image `styles/{model.style}.jpg`"}[model.kind]
         rows.append(f"| [{model.name}](repository/{model.name}/README.md) | {what} | {size:.1f} MB |")
@@ -63,8 +63,11 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         "- `styles/`: the procedurally painted style images.",
         "- `samples/`: photos for the demo.", "",
         "## Data", "",
-        f"- Art-style dataset: styles {', '.join(styles.get('styles', []))}; training photos "
-        f"{', '.join(styles.get('train_photos', []))}; held-out photos {', '.join(styles.get('held_out_photos', []))}.",
+        f"- Art-style classifier data: crops of the source photos, unchanged (`photo`) and stylized by each zoo "
+        f"stylizer ({', '.join(styles.get('classes', [])[1:])}) at random sizes; training photos "
+        f"{', '.join(styles.get('train_photos', []))}; validation photos "
+        f"{', '.join(styles.get('validation_photos', []))}; held-out photos "
+        f"{', '.join(styles.get('held_out_photos', []))}.",
         f"- Style-network content images: {data_summary.get('content_images')} crops of the source photos.",
         f"- DCGAN tiles: {tiles.get('train', {}).get('tiles')} 64x64 crops (and "
         f"{tiles.get('test', {}).get('tiles')} held out) of procedural paintings "
@@ -73,8 +76,9 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         "",
     ]
     if evaluation:
+        ece = f", expected calibration error {evaluation['ece']:.1%}" if "ece" in evaluation else ""
         text += [f"Art-style classifier top-1 accuracy on held-out photos: **{evaluation['accuracy']:.1%}** "
-                 f"({evaluation['images']} images).", ""]
+                 f"({evaluation['images']} images{ece}).", ""]
     for model in ZOO:
         scores_file = out / f"evaluation_{model.name}.json"
         if model.kind == "dcgan" and scores_file.is_file():
