@@ -32,6 +32,8 @@ from artforge.models.dcgan import Discriminator, Generator
 from artforge.training import common
 from artforge.training.configs import DCGANConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
+from artforge.training.progress import StepProgress
+from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
 
 IMAGE_SIZE = 64
 # Keep a little of a non-square image's longer side so that random crops
@@ -194,7 +196,7 @@ def train(cfg: DCGANConfig) -> Path:
     discriminator.train()
     start_step, start_time = step, time.perf_counter()
     perm, perm_epoch = np.arange(0), -1
-    bar = tqdm(total=stop, initial=step, desc="dcgan", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    bar = StepProgress(total=stop, initial=step, desc="dcgan", enabled=cfg.progress)
     try:
         while step < stop:
             epoch, index = divmod(step, steps_per_epoch)
@@ -269,6 +271,7 @@ def train(cfg: DCGANConfig) -> Path:
         "data": str(cfg.data), "images": len(images), "skipped_files": skipped, "epochs": step / steps_per_epoch,
         "steps": step, "batch_size": batch, "lr": cfg.lr, "beta1": cfg.beta1, "nz": cfg.nz, "ngf": cfg.ngf,
         "ndf": cfg.ndf, "flip": cfg.flip, "seed": cfg.seed, "final_losses": history[-1] if history else {},
+        **run_record(config, step, total, FINISHED if step >= total else MAX_STEPS),
     }
     common.save_artifact(run, "generator", {"name": "dcgan", "nz": cfg.nz, "ngf": cfg.ngf}, generator,
                          provenance=provenance, latent_size=cfg.nz, output_size=IMAGE_SIZE)
