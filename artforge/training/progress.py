@@ -31,9 +31,11 @@ def format_duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
+    if seconds < 600:
         minutes, rest = divmod(round(seconds), 60)
-        return f"{minutes} min {rest} s" if minutes < 10 else f"{minutes} min"
+        return f"{minutes} min {rest} s"
+    if seconds < 3570:  # rounds to under an hour
+        return f"{round(seconds / 60)} min"
     hours, rest = divmod(round(seconds / 60), 60)
     return f"{hours} h {rest} min"
 
@@ -80,7 +82,8 @@ def estimate_line(what: str, steps_left: int, seconds_per_step: float, measured:
     """One sentence: how long the rest will take and how that was worked out."""
     seconds = steps_left * seconds_per_step + extra_seconds
     finish = time.strftime("%H:%M", time.localtime(time.time() + seconds))
-    return (f"{what}: {steps_left} {unit}s to go at {seconds_per_step:.3g} s/{unit} ({measured}) "
+    return (f"{what}: {steps_left} {unit}{'s' if steps_left != 1 else ''} to go at {seconds_per_step:.3g} s/{unit} "
+            f"({measured}) "
             f"-> about {format_duration(seconds)}, done around {finish}")
 
 
@@ -130,8 +133,8 @@ class StepProgress:
         parts = [f"{self.desc} {self.unit} {self.step}/{self.total}", format_values(values)]
         rate = self.timer.rate()
         if rate is not None:
-            parts.append(f"{rate:.3g} s/{self.unit}, {format_duration(self.timer.elapsed)} elapsed, "
-                         f"~{format_duration(rate * (self.total - self.step))} left")
+            left = f", ~{format_duration(rate * (self.total - self.step))} left" if self.step < self.total else ""
+            parts.append(f"{rate:.3g} s/{self.unit}, {format_duration(self.timer.elapsed)} elapsed{left}")
         return "  ".join(p for p in parts if p)
 
     def close(self) -> None:
