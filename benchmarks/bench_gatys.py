@@ -42,17 +42,19 @@ def main() -> None:
     rows = []
     for photo in args.photos.split(","):
         for style in args.styles.split(","):
-            finals = {}
             for optimizer in GATYS_OPTIMIZERS:
                 cfg = GatysConfig(content=str(ROOT / "zoo" / "samples" / f"{photo}.jpg"),
                                   style=str(ROOT / "zoo" / "styles" / f"{style}.jpg"), steps=args.steps,
                                   size=args.size, optimizer=optimizer, init=args.init, progress=False, log_every=25)
                 result = run_gatys(cfg)
                 curve = {h["step"]: h["total"] for h in result.history}
-                finals[optimizer] = result.final["total"]
                 rows.append((photo, style, optimizer, result.first["total"], curve, result.final,
                              steps_to_within(result.history, CLOSE), result.seconds))
                 print(photo, style, optimizer, result.final, f"{result.seconds:.0f} s", flush=True)
+                write(args, rows)  # after every run: a long benchmark stopped early still leaves its rows
+
+
+def write(args: argparse.Namespace, rows: list[tuple]) -> None:
     marks = [s for s in (25, 50, 100, 150, 200, 300, 500) if s <= args.steps]
     lines = [f"Machine: {machine()}", "", f"Command: `{command_line()}`", "",
              f"Output {args.size} px on the longer side, style image 256 px on the shorter, init {args.init}, "

@@ -54,10 +54,10 @@ class GatysResult:
 def _check_output(out: str | os.PathLike) -> Path:
     """Refuse an output the run could not write, before the slow part."""
     path = Path(out)
-    if path.suffix.lower() not in OUTPUT_EXTENSIONS:
-        raise ValueError(f"cannot write {path}: the extension must be one of {', '.join(OUTPUT_EXTENSIONS)}")
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a folder; name an image file")
+    if path.suffix.lower() not in OUTPUT_EXTENSIONS:
+        raise ValueError(f"cannot write {path}: the extension must be one of {', '.join(OUTPUT_EXTENSIONS)}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: the folder {parent} does not exist")
