@@ -7,11 +7,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from artforge.cli import main
 from artforge.runtime.imageio import read_image
 from artforge.training.configs import GatysConfig
 from artforge.training.gatys import gatys, run_gatys
+from artforge.training.losses import VGG_CFGS
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,24 @@ def test_the_same_seed_gives_the_same_image(images: tuple[Path, Path]) -> None:
     other = gatys(*images, steps=3, size=40, style_size=32, init="noise", seed=5, progress=False)
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+def test_a_local_vgg19_weights_file_is_the_loss_network(images: tuple[Path, Path], tmp_path: Path) -> None:
+    # Random weights in torchvision's vgg19 layout: what counts is that the file is read and used.
+    state, index, cin = {}, 0, 3
+    for v in VGG_CFGS["vgg19"]:
+        if v == "M":
+            index += 1
+            continue
+        state[f"features.{index}.weight"] = torch.randn(int(v), cin, 3, 3) * (2 / (9 * cin)) ** 0.5
+        state[f"features.{index}.bias"] = torch.zeros(int(v))
+        index, cin = index + 2, int(v)
+    weights = tmp_path / "vgg19.pth"
+    torch.save(state, weights)
+    result = run_gatys(tiny(*images, steps=3, loss_network="vgg19", loss_weights=str(weights)))
+    assert result.final["total"] < result.first["total"]
+    with pytest.raises(ValueError, match="needs --loss-weights"):
+        run_gatys(tiny(*images, loss_network="vgg19"))
 
 
 def test_command_writes_the_image_and_says_what_it_did(images: tuple[Path, Path], tmp_path: Path,
