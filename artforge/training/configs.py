@@ -159,5 +159,8 @@ class GatysConfig:
     device: str = "auto"
     progress: bool = True
 
-    # The style trainer's rule, so that the two losses stay the same loss.
-    loss_weight_values = StyleConfig.loss_weight_values
+    def loss_weight_values(self) -> LossWeights:
+        # The style trainer's rule, so that the two losses stay the same loss.
+        return StyleConfig(style="", data="", out="", loss_network=self.loss_network,
+                           content_weight=self.content_weight, style_weight=self.style_weight,
+                           tv_weight=self.tv_weight).loss_weight_values()

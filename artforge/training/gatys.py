@@ -163,7 +163,7 @@ def run_gatys(cfg: GatysConfig) -> GatysResult:
     bar = StepProgress(total=cfg.steps, desc="gatys", enabled=cfg.progress)
     try:
         for step in range(1, cfg.steps + 1):
-            optimizer.step(closure)  # type: ignore[arg-type]  # torch's stub wants Callable[[], float]
+            optimizer.step(closure)
             with torch.no_grad():
                 pixels.clamp_(0.0, 1.0)
             losses = _losses(last)

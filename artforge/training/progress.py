@@ -179,7 +179,7 @@ class PhaseProgress:
                                  self.extra_seconds(rate) if self.extra_seconds else 0.0)
             self.write(line + (f"; {self.note}" if self.note else ""))
         if not self.enabled and global_step % self.log_every == 0:
-            rate = self.timer.rate()
-            timing = "" if rate is None else (f"  {rate:.3g} s/step, ~{format_duration(rate * self.steps_left)} "
-                                              f"left in {self.label}")
+            now = self.timer.rate()
+            timing = "" if now is None else (f"  {now:.3g} s/step, ~{format_duration(now * self.steps_left)} "
+                                             f"left in {self.label}")
             self.write(f"{self.desc} {self.label} step {global_step}  {format_values(values)}{timing}")
