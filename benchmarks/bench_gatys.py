@@ -12,6 +12,7 @@ within 5 % of its own last value. This is the measurement behind
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def main() -> None:
 
 def write(args: argparse.Namespace, rows: list[tuple]) -> None:
     marks = [s for s in (25, 50, 100, 150, 200, 300, 500) if s <= args.steps]
-    lines = [f"Machine: {machine()}", "", f"Command: `{command_line()}`", "",
+    load = os.getloadavg()[0]
+    lines = [f"Machine: {machine()}; load average {load:.1f} when written (above the core count, other work "
+             "shared the CPU and the seconds are inflated)", "", f"Command: `{command_line()}`", "",
              f"Output {args.size} px on the longer side, style image 256 px on the shorter, init {args.init}, "
              "EfficientNet-Lite0 loss network with the trainer's default weights. Total loss after N steps "
              "(a step is one loss evaluation for either optimiser); `5 %` is the step at which the loss first "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import re
 import sys
 import tempfile
@@ -76,7 +77,9 @@ def main() -> None:
             result = measure(name, args.steps, Path(work))
             print(name, result, flush=True)
             rows.append((name, result))
-    lines = [f"Machine: {machine()}", "", f"Command: `{command_line()}`", "",
+    load = os.getloadavg()[0]
+    lines = [f"Machine: {machine()}; load average {load:.1f} when written (above the core count, other work "
+             "shared the CPU and the seconds are inflated)", "", f"Command: `{command_line()}`", "",
              f"`artforge train style --preset NAME` on the zoo's sample photos, {args.steps} steps each. "
              "`estimate`: s/step the trainer printed after its steps 2-4; `actual`: s/step of the steps after "
              "the estimate; `projected`: the whole preset at the actual rate.", "",
