@@ -143,10 +143,12 @@ class GatysConfig:
     content: str
     style: str
     out: str | None = None
-    steps: int = 300  # loss evaluations (forward + backward passes), the same cost for both optimisers
+    # Measured (docs/training.md#the-default-optimiser-and-steps): Adam reaches a lower loss than L-BFGS
+    # for the same number of loss evaluations, and is within 5 % of its 150-step loss by step 75.
+    steps: int = 200  # loss evaluations (forward + backward passes), the same cost for both optimisers
     size: int = 256  # longer side of the output, in pixels
     style_size: int = 256  # shorter side of the style image: the scale of its texture, as in training
-    optimizer: str = "lbfgs"
+    optimizer: str = "adam"
     lr: float | None = None  # None: 1.0 for L-BFGS, 0.02 (on the 0..1 pixel scale) for Adam
     init: str = "content"
     loss_network: str = "efficientnet_lite0"
