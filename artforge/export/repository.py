@@ -31,6 +31,7 @@ import onnx
 from artforge import contract
 from artforge.errors import InvalidInputError, NotFoundError
 from artforge.files import write_bytes_atomic
+from artforge.training.run_record import shortfall, summary
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
@@ -200,6 +201,9 @@ def model_card(name: str, version: int, metadata: contract.ModelMetadata, inputs
     export_info = export_info or {}
     lines = [f"# {name}", "", f"artforge **{metadata.kind}**, version **{version}** (this card describes the "
              "latest export; older version folders keep their own model files).", "", _KIND_TEXT[metadata.kind], ""]
+    warning = shortfall(metadata.provenance)
+    if warning:
+        lines += [f"> **Warning:** {warning}.", ""]
 
     lines += ["## Interface", "", "| | name | dtype | shape |", "|---|---|---|---|"]
     lines += [f"| input | `{s.name}` | {s.dtype} | {_shape_text(s)} |" for s in inputs]
@@ -234,12 +238,20 @@ def model_card(name: str, version: int, metadata: contract.ModelMetadata, inputs
     lines += ["## Training provenance", ""]
     if not provenance:
         lines += ["None recorded.", ""]
+    training = summary(provenance)
+    if training:
+        lines += [f"The run {training}.", ""]
     metrics = provenance.pop("metrics", None)
-    for key in ("data", "dataset", "seed", "steps", "epochs", "style", "environment"):
+    settings = provenance.pop("settings", None)
+    for key in ("data", "dataset", "seed", "preset", "architecture", "steps", "epochs", "style", "environment"):
         if key in provenance:
             lines.append(f"- **{key}**: {_markdown_value(provenance.pop(key))}")
     for key in sorted(provenance):
         lines.append(f"- **{key}**: {_markdown_value(provenance[key])}")
+    if isinstance(settings, dict) and settings:
+        # Every option the run was trained with, the ones that shaped the network included.
+        lines += ["", "### Settings", "", "| option | value |", "|---|---|"]
+        lines += [f"| {k.replace('_', '-')} | {_markdown_value(v)} |" for k, v in sorted(settings.items())]
     if metrics:
         lines += ["", "### Metrics", ""]
         if isinstance(metrics, dict):

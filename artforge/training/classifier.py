@@ -49,6 +49,8 @@ from artforge.training.common import (
 )
 from artforge.training.configs import ClassifierConfig
 from artforge.training.data import image_folder, read_rgb
+from artforge.training.progress import PhaseProgress
+from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
 
 ARCH = "efficientnet_lite0"
 FROZEN, FINETUNE, DONE = 1, 2, 3
@@ -413,6 +415,7 @@ class _Trainer:
         self.frozen_stages = 0
         self.last_lr = 0.0
         self.last_save = time.monotonic()
+        self.progress = PhaseProgress("classifier", cfg.progress, cfg.log_every)
         if cfg.epochs_frozen == 0:
             self.phase = FINETUNE
 
@@ -463,6 +466,16 @@ class _Trainer:
         self.frozen_stages = frozen
         self.phases.setdefault(self.phase, {"epochs": 0, "steps": 0, "early_stopped": False,
                                             "trainable_parameters": sum(p.numel() for p in params)})
+        self._announce_phase(epochs, total)
+
+    def _announce_phase(self, epochs: int, total: int) -> None:
+        # A validation batch is about a frozen-phase step: a forward pass without the backward one.
+        validations = (epochs - self.epoch) * math.ceil(len(self.val_samples) / self.cfg.batch_size)
+        later = self.cfg.epochs_unfrozen * self.steps_per_epoch if self.phase == FROZEN else 0
+        note = (f"then phase 2, up to {later} steps that cost more each (more layers train), "
+                "estimated when it starts") if later else ""
+        self.progress.begin(f"phase {self.phase}", total - self.epoch * self.steps_per_epoch - self.batch,
+                            lambda rate: validations * rate, note)
 
     def _end_phase(self, early: bool) -> None:
         self.phases[self.phase]["early_stopped"] = early
@@ -551,6 +564,8 @@ class _Trainer:
                 seen = max(1, self.sums["seen"])
                 bar.set_postfix(loss=f"{self.sums['loss'] / seen:.3f}", acc=f"{self.sums['correct'] / seen:.3f}")
                 bar.update()
+                self.progress.step(self.global_step, {"loss": f"{self.sums['loss'] / seen:.3f}",
+                                                      "acc": f"{self.sums['correct'] / seen:.3f}"})
                 if self.on_step is not None:
                     self.on_step(self.global_step)
                 if stop.signum is not None:
@@ -587,10 +602,9 @@ class _Trainer:
             self.since_best = 0
         else:
             self.since_best += 1
-        if cfg.progress:
-            tqdm.write(f"phase {self.phase} epoch {self.epoch + 1}/{epochs}: train loss {record['train_loss']:.3f} "
-                       f"acc {record['train_accuracy']:.3f} | val loss {val['loss']:.3f} acc {val['accuracy']:.3f}"
-                       f"{' *' if improved else ''}")
+        self.progress.write(f"phase {self.phase} epoch {self.epoch + 1}/{epochs}: train loss "
+                            f"{record['train_loss']:.3f} acc {record['train_accuracy']:.3f} | val loss "
+                            f"{val['loss']:.3f} acc {val['accuracy']:.3f}{' *' if improved else ''}")
         self.epoch += 1
         self.batch = 0
         self.sums = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -736,6 +750,10 @@ def train(cfg: ClassifierConfig, on_step: Callable[[int], None] | None = None) -
         "metrics": {"accuracy": final["accuracy"], "loss": final["loss"],
                     "per_class_accuracy": final["per_class_accuracy"]},
         "calibration": calibration,
+        # Early stopping ends a plan early and still counts as finished.
+        **run_record(_config_dict(cfg), trainer.global_step,
+                     (cfg.epochs_frozen + cfg.epochs_unfrozen) * trainer.steps_per_epoch,
+                     FINISHED if outcome == "finished" else MAX_STEPS),
     }
     save_artifact(run, "classifier", {"name": ARCH, "num_classes": len(classes)}, export,
                   provenance=provenance, labels=classes, input_size=cfg.size)

@@ -92,8 +92,9 @@ def prepare_run(run: Path, config: dict[str, Any], resume: bool = True) -> dict[
     state_file = run / STATE
     if resume and state_file.exists() and saved_config.exists():
         old = json.loads(saved_config.read_text())
-        # Where and how fast a run goes, not what it learns: free to change on resume.
-        ignore = {"out", "resume", "device", "progress", "workers", "max_steps"}
+        # Where and how fast a run goes, and what it prints, not what it learns: free to change on
+        # resume. A preset is only a name for values that are compared one by one.
+        ignore = {"out", "resume", "device", "progress", "workers", "max_steps", "log_every", "preset"}
         diff = sorted(k for k in set(old) | set(config) if k not in ignore and old.get(k) != config.get(k))
         if diff:
             raise ValueError(
@@ -131,11 +132,13 @@ def save_artifact(run: Path, kind: str, arch: dict[str, Any], model: torch.nn.Mo
     """Write RUN/model.pt, the contract between training and export.
 
     extra: labels (classifier), input_size (classifier), latent_size (generator),
-    size_multiple (stylizer).
+    size_multiple (stylizer). The architecture goes into the provenance too, so
+    that the model card (which shows the provenance) names every dimension of
+    the network.
     """
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     artifact = {"kind": kind, "arch": arch, "state_dict": state_dict,
-                "provenance": {**provenance, "environment": environment()}, **extra}
+                "provenance": {**provenance, "architecture": arch, "environment": environment()}, **extra}
     path = Path(run) / ARTIFACT
     atomic_torch_save(artifact, path)
     return path

@@ -16,6 +16,7 @@ class ClassifierConfig:
 
     data: str
     out: str
+    preset: str | None = None  # a named recipe (training/presets.py); recorded, its values are in the fields
     val: str | None = None
     size: int = 224
     epochs_frozen: int = 3
@@ -36,6 +37,7 @@ class ClassifierConfig:
     # Stop (and export) after this many optimiser steps in total; a rerun with a larger
     # limit or none continues. Not part of the compared config for that reason.
     max_steps: int | None = None
+    log_every: int = 20  # with the progress bars off, a line every N steps (epoch lines always)
     progress: bool = True
     # Temperature scaling on the validation split after training, so that a top
     # probability of 0.9 is right about 9 times in 10 (training/calibration.py).
@@ -52,6 +54,7 @@ DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
 class DCGANConfig:
     data: str
     out: str
+    preset: str | None = None  # a named recipe (training/presets.py); recorded, its values are in the fields
     nz: int = 100
     ngf: int = 64
     ndf: int = 64
@@ -109,6 +112,7 @@ class StyleConfig:
     style: str
     data: str
     out: str
+    preset: str | None = None  # a named recipe (training/presets.py); recorded, its values are in the fields
     loss_network: str = "efficientnet_lite0"
     loss_weights: str | None = None  # weights file; required for vgg16/vgg19
     width: float = 1.0
@@ -138,3 +142,46 @@ class StyleConfig:
             style=default.style if self.style_weight is None else self.style_weight,
             tv=default.tv if self.tv_weight is None else self.tv_weight,
         )
+
+
+#: what `artforge gatys` may optimise the pixels with
+GATYS_OPTIMIZERS = ("lbfgs", "adam")
+#: where `artforge gatys` starts: the content photo, or uniform noise (Gatys et al.'s start)
+GATYS_INITS = ("content", "noise")
+
+
+@dataclass
+class GatysConfig:
+    """Settings of one Gatys et al. optimisation (artforge.training.gatys).
+
+    The loss is the style trainer's (same loss network, layers and default
+    weights), so its figures compare directly with a trained network's.
+    optimizer / steps: see docs/training.md for the measurement behind them.
+    """
+
+    content: str
+    style: str
+    out: str | None = None
+    # Measured (docs/training.md#the-default-optimiser-and-steps): Adam reaches a lower loss than L-BFGS
+    # for the same number of loss evaluations, and is within 5 % of its 150-step loss by step 75.
+    steps: int = 200  # loss evaluations (forward + backward passes), the same cost for both optimisers
+    size: int = 256  # longer side of the output, in pixels
+    style_size: int = 256  # shorter side of the style image: the scale of its texture, as in training
+    optimizer: str = "adam"
+    lr: float | None = None  # None: 1.0 for L-BFGS, 0.02 (on the 0..1 pixel scale) for Adam
+    init: str = "content"
+    loss_network: str = "efficientnet_lite0"
+    loss_weights: str | None = None  # weights file; required for vgg16/vgg19
+    content_weight: float | None = None  # None: the loss network's default (DEFAULT_WEIGHTS)
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    log_every: int = 25
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def loss_weight_values(self) -> LossWeights:
+        # The style trainer's rule, so that the two losses stay the same loss.
+        return StyleConfig(style="", data="", out="", loss_network=self.loss_network,
+                           content_weight=self.content_weight, style_weight=self.style_weight,
+                           tv_weight=self.tv_weight).loss_weight_values()

@@ -41,6 +41,8 @@ from artforge.training import common
 from artforge.training.configs import DCGAN_LOSSES, DCGANConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 from artforge.training.diffaugment import diff_augment, parse_policy
+from artforge.training.progress import StepProgress
+from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
 
 IMAGE_SIZE = 64
 # Keep a little of a non-square image's longer side so that random crops
@@ -319,7 +321,7 @@ def train(cfg: DCGANConfig) -> Path:
     discriminator.train()
     start_step, start_time = step, time.perf_counter()
     perm, perm_epoch = np.arange(0), -1
-    bar = tqdm(total=stop, initial=step, desc="dcgan", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    bar = StepProgress(total=stop, initial=step, desc="dcgan", enabled=cfg.progress)
     try:
         while step < stop:
             epoch, index = divmod(step, steps_per_epoch)
@@ -402,6 +404,7 @@ def train(cfg: DCGANConfig) -> Path:
         "ndf": cfg.ndf, "flip": cfg.flip, "seed": cfg.seed, "final_losses": history[-1] if history else {},
         "loss": cfg.loss, "spectral_norm": cfg.spectral_norm, "lr_d": cfg.lr_d or cfg.lr, "ema": cfg.ema,
         "augment": ",".join(policy) or "none",
+        **run_record(config, step, total, FINISHED if step >= total else MAX_STEPS),
     }
     if quality:
         provenance["quality"] = quality[-1]

@@ -22,13 +22,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
 from artforge.training.configs import LOSS_NETWORKS, StyleConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 from artforge.training.losses import PerceptualLoss, build_loss_network
+from artforge.training.progress import StepProgress
+from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
 
 RESIDUAL_BLOCKS = 5
 
@@ -219,7 +220,7 @@ def train(cfg: StyleConfig) -> Path:
     count = 0
     start_step, start_time = step, time.perf_counter()
     net.train()
-    bar = tqdm(total=stop, initial=step, desc="style", unit="step", disable=not cfg.progress, dynamic_ncols=True)
+    bar = StepProgress(total=stop, initial=step, desc="style", enabled=cfg.progress)
     try:
         while step < stop:
             content = _to_tensor(sampler.batch(step, cfg.batch_size), device)
@@ -270,6 +271,7 @@ def train(cfg: StyleConfig) -> Path:
         "loss_network": cfg.loss_network,
         "loss_layers": {"style": list(loss_net.style_layers), "content": loss_net.content_layer},
         "final_losses": history[-1] if history else {}, "seed": cfg.seed,
+        **run_record(config, step, cfg.steps, FINISHED if step >= cfg.steps else MAX_STEPS),
     }
     common.save_artifact(run, "stylizer", {"name": "transformer_net", "width": cfg.width,
                                            "residual_blocks": RESIDUAL_BLOCKS},

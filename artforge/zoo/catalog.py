@@ -1,9 +1,15 @@
-"""The models of the shipped zoo and the training settings each is built with."""
+"""The models of the shipped zoo and the training settings each is built with.
+
+The settings are the `zoo` presets of artforge/training/presets.py, one home
+for those numbers: `artforge train KIND --preset zoo` trains as the zoo does.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from artforge.training.presets import settings as preset
 
 #: every dataset and training run of the zoo is made from this seed
 SEED = 0
@@ -14,9 +20,9 @@ TILE_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": dict(count=32, test_count=16, paintings_per_style=1, photo_crops=1),
 }
 
-#: the DCGAN training practice the zoo uses (options of `artforge train dcgan`)
-DCGAN_PRACTICE: dict[str, Any] = dict(loss="hinge", spectral_norm=True, lr=1e-4, lr_d=4e-4, ema=0.999,
-                                      augment="color,translation,cutout")
+#: the DCGAN training practice of the zoo preset, kept in the quick build too (it tests the options' code)
+DCGAN_PRACTICE: dict[str, Any] = {key: value for key, value in preset("dcgan", "zoo").items()
+                                  if key in ("loss", "spectral_norm", "lr", "lr_d", "ema", "augment")}
 
 
 @dataclass(frozen=True)
@@ -31,20 +37,19 @@ class ZooModel:
 
 ZOO = (
     ZooModel("mosaic", "style", style="mosaic",
-             settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
+             settings=preset("style", "zoo"),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
     ZooModel("swirl", "style", style="swirl",
-             settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
+             settings=preset("style", "zoo"),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
     # After the style networks: its tiles include photos they stylize. The training practice
     # (hinge loss, spectral norm, two time scales, EMA, DiffAugment) is measured in docs/dcgan.md.
     ZooModel("abstract_dcgan", "dcgan",
-             settings=dict(ngf=32, ndf=32, epochs=32, batch_size=64, **DCGAN_PRACTICE,
-                           eval_every=8, eval_samples=256),
+             settings={**preset("dcgan", "zoo"), "eval_every": 8, "eval_samples": 256},
              quick=dict(ngf=8, ndf=8, epochs=1, batch_size=8, max_steps=3, **DCGAN_PRACTICE,
                         eval_every=1, eval_samples=16)),
     # Last: it learns to recognise the stylizers above, from their own outputs.
     ZooModel("art_style", "classifier",
-             settings=dict(size=224, epochs_frozen=4, epochs_unfrozen=3, batch_size=32, unfreeze="3", patience=3),
+             settings=preset("classifier", "zoo"),
              quick=dict(size=64, epochs_frozen=1, epochs_unfrozen=1, batch_size=8, unfreeze="1", max_steps=4)),
 )
