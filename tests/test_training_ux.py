@@ -65,7 +65,10 @@ def test_quality_is_the_documented_default_recipe_for_style_and_dcgan() -> None:
 
 def test_the_zoo_trains_with_the_zoo_presets() -> None:
     for model in ZOO:
-        assert model.settings == presets.settings(model.kind, "zoo")
+        zoo = presets.settings(model.kind, "zoo")
+        assert {k: model.settings[k] for k in zoo} == zoo
+        # Beyond the preset only how often the zoo measures the model, which does not change training.
+        assert set(model.settings) - set(zoo) <= {"eval_every", "eval_samples"}
 
 
 def test_explicit_options_win_over_the_preset_on_the_command_line_and_in_python() -> None:
