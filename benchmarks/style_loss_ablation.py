@@ -152,14 +152,17 @@ def train(args: argparse.Namespace) -> None:
     photos = held_out_photos(256)
     rows, cells = [], []
     chosen = [v for v in args.variants.split(";")] if args.variants else list(VARIANTS)[:2]
-    for style in STYLES:
+    styles = args.styles.split(",")
+    for style in styles:
         ref = StyleReference(style_image(style))
         for variant in chosen:
-            run = args.scratch / "runs" / f"{style}_{variant.replace(' ', '_').replace(',', '')}"
+            # A finished run folder is reused (the trainer resumes at its last step), so
+            # variants can be trained by parallel invocations and tabulated by a last one.
+            run = args.scratch / "runs" / f"{style}_{variant.replace(' ', '_').replace(',', '')}_{args.steps}"
             t0 = time.perf_counter()
             train_style(StyleConfig(style=str(ROOT / "zoo" / "styles" / f"{style}.jpg"), data=str(data),
                                     out=str(run), width=args.width, image_size=args.size, style_size=STYLE_SIZE,
-                                    steps=args.steps, batch_size=4, progress=False, sample_every=args.steps,
+                                    steps=args.steps, batch_size=4, progress=False, sample_every=max(1, args.steps // 4),
                                     checkpoint_every=args.steps, **VARIANTS[variant]))
             artifact = common.load_artifact(run)
             net = build(artifact["kind"], artifact["arch"])
@@ -196,6 +199,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.25, help="TransformerNet width (train)")
     parser.add_argument("--variants", default=None, help="';'-separated VARIANTS names to train "
                         "(default: the baseline and softmax T=1)")
+    parser.add_argument("--styles", default=",".join(STYLES), help="zoo style images to train (train)")
     parser.add_argument("--photos", default=",".join(DEFAULT_HOLDOUT), help="held-out photos to optimise")
     parser.add_argument("--scratch", type=Path, default=ROOT / "scratch" / "ablation")
     args = parser.parse_args()

@@ -27,6 +27,14 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["images"] > 0
     assert "Evaluation on held-out photos" in (out / "repository" / "art_style" / "README.md").read_text()
     assert sheet.is_file() and "| model |" in (out / "README.md").read_text()
+    quality = json.loads((out / "style_quality.json").read_text())
+    styles = [m.name for m in ZOO if m.kind == "style"]
+    assert sorted(quality) == sorted(styles)
+    for name in styles:
+        assert set(quality[name]["mean"]) == {"colour", "texture", "edges"}
+        assert quality[name]["mean"]["colour"] >= 0 and -1 <= quality[name]["mean"]["edges"] <= 1
+        assert "Style quality on held-out photos" in (out / "repository" / name / "README.md").read_text()
+    assert "edges ↑" in (out / "README.md").read_text()
 
     photo = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
     assert repo.load("mosaic").stylize(photo).shape == photo.shape

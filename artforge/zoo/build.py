@@ -17,8 +17,14 @@ from artforge.runtime.imageio import write_image
 from artforge.training import configs
 from artforge.zoo import datasets
 from artforge.zoo.catalog import SEED, ZOO, ZooModel
-from artforge.zoo.evaluation import append_evaluation, evaluate_classifier
+from artforge.zoo.evaluation import (
+    append_evaluation,
+    append_style_evaluation,
+    evaluate_classifier,
+    evaluate_stylizer,
+)
 from artforge.zoo.painting import STYLE_IMAGES, paint_style_image
+from artforge.zoo.photos import source_photos
 from artforge.zoo.readme import contact_sheet, write_index
 
 
@@ -74,6 +80,7 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
     data_summary = _make_data(work, out, quick)
     repo = out / "repository"
     evaluation_file = out / "evaluation.json"
+    style_file = out / "style_quality.json"
     for model in ZOO:
         if model.name not in wanted:
             continue
@@ -88,10 +95,18 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
                               data_summary["styles_dataset"].get("held_out_photos", []))
             write_json_atomic(evaluation_file, evaluation)
             print(f"   held-out accuracy {evaluation['accuracy']:.1%}", flush=True)
+        if model.kind == "style":
+            photos = {n: source_photos()[n] for n in datasets.DEFAULT_HOLDOUT}
+            quality = evaluate_stylizer(repo, model.name, out / "styles" / f"{model.style}.jpg", photos)
+            append_style_evaluation(repo / model.name / "README.md", quality)
+            saved = json.loads(style_file.read_text()) if style_file.exists() else {}
+            write_json_atomic(style_file, {**saved, model.name: quality})
+            print(f"   style metrics {quality['mean']}", flush=True)
     write_json_atomic(out / "data.json", data_summary)
     stylizers = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:
         contact_sheet(repo, out / "samples", stylizers, sheet)
     final: dict[str, Any] | None = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
-    write_index(out, data_summary, final)
+    quality: dict[str, Any] | None = json.loads(style_file.read_text()) if style_file.exists() else None
+    write_index(out, data_summary, final, quality)
     print(f"zoo written to {out}")
