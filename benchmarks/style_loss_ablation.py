@@ -162,8 +162,8 @@ def train(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             train_style(StyleConfig(style=str(ROOT / "zoo" / "styles" / f"{style}.jpg"), data=str(data),
                                     out=str(run), width=args.width, image_size=args.size, style_size=STYLE_SIZE,
-                                    steps=args.steps, batch_size=4, progress=False, sample_every=max(1, args.steps // 4),
-                                    checkpoint_every=args.steps, **VARIANTS[variant]))
+                                    steps=args.steps, max_steps=args.stop_at, batch_size=4, progress=False,
+                                    sample_every=50, checkpoint_every=50, **VARIANTS[variant]))
             artifact = common.load_artifact(run)
             net = build(artifact["kind"], artifact["arch"])
             net.load_state_dict(artifact["state_dict"])
@@ -175,7 +175,7 @@ def train(args: argparse.Namespace) -> None:
                 out = y.clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy()
                 scores.append(ref.score(out, photo))
                 outs.append(out)
-            rows.append((style, variant, mean_scores(scores)))
+            rows.append((style, f"{variant}, step {artifact['provenance']['steps']}", mean_scores(scores)))
             cells.append(np.concatenate(outs, 1))
             print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
     sheet = np.concatenate(cells, 0)
@@ -187,7 +187,7 @@ def train(args: argparse.Namespace) -> None:
             f"({', '.join(DEFAULT_HOLDOUT)}, centre 256 px) never seen in training. Rows of "
             "`plots/style_loss_ablation.png`: each style x loss, the held-out photos left to right.", "",
             *table(rows)]
-    write_section("style-loss-train", "\n".join(body))
+    write_section(args.section, "\n".join(body))
 
 
 def main() -> None:
@@ -197,6 +197,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="content side in pixels")
     parser.add_argument("--lr", type=float, default=4.0, help="pixel learning rate (optimise)")
     parser.add_argument("--width", type=float, default=0.25, help="TransformerNet width (train)")
+    parser.add_argument("--stop-at", type=int, default=None, help="stop (and score) at this step; "
+                        "a later invocation without it continues the same runs (train)")
+    parser.add_argument("--section", default="style-loss-train", help="RESULTS.md section to write (train)")
     parser.add_argument("--variants", default=None, help="';'-separated VARIANTS names to train "
                         "(default: the baseline and softmax T=1)")
     parser.add_argument("--styles", default=",".join(STYLES), help="zoo style images to train (train)")

@@ -16,6 +16,7 @@ from training_support import interrupt_training
 from artforge.cli import build_parser
 from artforge.cli.train import train_config
 from artforge.models import build
+from artforge.models.style_net import TransformerNet
 from artforge.training import common
 from artforge.training.configs import LossOptions, LossWeights, StyleConfig
 from artforge.training.losses import (
@@ -28,7 +29,7 @@ from artforge.training.losses import (
     softmax_smoothing,
     total_variation,
 )
-from artforge.training.style import ContentSampler, train
+from artforge.training.style import ContentSampler, _start_at_style_colour, train
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +248,20 @@ def test_softmax_smoothing_and_the_smoothed_loss() -> None:
     assert both.style_grams[0].shape == small_only.style_grams[0].shape
     with pytest.raises(ValueError, match="unknown smoothing"):
         PerceptualLoss(network, style, weights, LossOptions(smoothing="gauss"))
+
+
+def test_a_fresh_network_starts_at_the_style_colour() -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.125)
+    photo = torch.rand(1, 3, 32, 32) * 255
+    with torch.no_grad():
+        assert net(photo).mean().abs() < 10  # black, before
+    style = np.zeros((8, 8, 3), np.uint8)
+    style[...] = (30, 90, 200)
+    _start_at_style_colour(net, style)
+    with torch.no_grad():
+        means = net(photo).mean(dim=(0, 2, 3))
+    assert torch.allclose(means, torch.tensor([30.0, 90.0, 200.0]), atol=10)
 
 
 def test_unreadable_content_files_are_skipped_and_counted(images: tuple[Path, Path]) -> None:

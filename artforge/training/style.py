@@ -175,6 +175,19 @@ def _write_metrics(run: Path, history: list[dict[str, float]], step: int, stop: 
     common.atomic_write_json(metrics, run / common.METRICS)
 
 
+def _start_at_style_colour(net: TransformerNet, style: np.ndarray) -> None:
+    """Start the output at the style image's mean colour instead of black.
+
+    The last convolution's outputs start within a few levels of 0 on the
+    0..255 scale, and Adam moves its bias ~lr per step, so a fresh network
+    spends its first few hundred steps climbing out of black: a 200-step run
+    of the zoo's recipe still looks black, which is most of a user's short
+    run. A resumed run replaces these weights with its saved ones."""
+    last = net.decoder[-1].conv
+    with torch.no_grad():
+        last.bias.copy_(torch.from_numpy(style.reshape(-1, 3).mean(0)).to(last.bias))
+
+
 def train(cfg: StyleConfig) -> Path:
     """Train (or resume) a style network; returns the run folder holding model.pt."""
     _validate(cfg)
@@ -213,7 +226,9 @@ def train(cfg: StyleConfig) -> Path:
         (run / common.STATE).unlink(missing_ok=True)
 
     common.set_seed(cfg.seed)
-    net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS).to(device)
+    net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS)
+    _start_at_style_colour(net, style_images[-1])
+    net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
     step = 0
