@@ -72,7 +72,7 @@ def test_smoke_run_writes_artifact_metrics_and_samples(images: tuple[Path, Path]
     assert provenance["style_image"] == str(style) and provenance["loss_network"] == "efficientnet_lite0"
     assert provenance["steps"] == 4 and provenance["seed"] == 0
     assert set(provenance["weights"]) == {"content", "style", "tv"}
-    assert provenance["loss_options"] == {"smoothing": "softmax", "temperature": 1.0, "style_sizes": [32]}
+    assert provenance["loss_options"] == {"smoothing": "none", "temperature": 1.0, "style_sizes": [32]}
     assert {"content", "style", "tv", "total"} <= set(provenance["final_losses"])
     net = build(artifact["kind"], artifact["arch"])
     net.load_state_dict(artifact["state_dict"])
@@ -184,11 +184,11 @@ def test_user_mistakes_give_one_clear_sentence(images: tuple[Path, Path], tmp_pa
 
 def test_loss_options_train_and_are_recorded(images: tuple[Path, Path], tmp_path: Path) -> None:
     data, style = images
-    options = dict(smoothing="none", style_scales=(0.5, 1.0, 2.0), style_layers=("block0", "block4"),
+    options = dict(smoothing="softmax", style_scales=(0.5, 1.0, 2.0), style_layers=("block0", "block4"),
                    content_layer="block4", temperature=0.5)
     run = train(tiny(data, style, tmp_path / "run", steps=3, max_steps=2, **options))
     provenance = common.load_artifact(run)["provenance"]
-    assert provenance["loss_options"] == {"smoothing": "none", "temperature": 0.5, "style_sizes": [16, 32, 64]}
+    assert provenance["loss_options"] == {"smoothing": "softmax", "temperature": 0.5, "style_sizes": [16, 32, 64]}
     assert provenance["loss_layers"] == {"style": ["block0", "block4"], "content": "block4"}
     saved = json.loads((run / common.CONFIG).read_text())
     assert saved["style_scales"] == [0.5, 1.0, 2.0] and saved["style_layers"] == ["block0", "block4"]
@@ -196,7 +196,7 @@ def test_loss_options_train_and_are_recorded(images: tuple[Path, Path], tmp_path
     resumed = train(tiny(data, style, tmp_path / "run", steps=3, **options))
     assert common.load_artifact(resumed)["provenance"]["steps"] == 3
     with pytest.raises(ValueError, match=r"different settings \(smoothing\)"):
-        train(tiny(data, style, tmp_path / "run", steps=3, **{**options, "smoothing": "softmax"}))
+        train(tiny(data, style, tmp_path / "run", steps=3, **{**options, "smoothing": "none"}))
 
 
 def test_loss_option_mistakes_give_one_clear_sentence(images: tuple[Path, Path], tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_softmax_smoothing_and_the_smoothed_loss() -> None:
     style = torch.rand(1, 3, 48, 48) * 255
     content = torch.rand(2, 3, 32, 32) * 255
     weights = LossWeights(content=1.0, style=1.0, tv=0.0)
-    for options in (None, LossOptions(), LossOptions(temperature=2.0)):
+    for options in (None, LossOptions(smoothing="softmax"), LossOptions(smoothing="softmax", temperature=2.0)):
         loss = PerceptualLoss(network, style, weights, options)
         same = loss(content, loss.content_target(content))
         assert same["content"] < 1e-6  # the content's own features match exactly
@@ -240,10 +240,11 @@ def test_softmax_smoothing_and_the_smoothed_loss() -> None:
         assert other["content"] > 1e-3 and torch.isfinite(other["total"])
     # Several style sizes: the Gram target is their mean; one size is the single-image loss.
     small = torch.nn.functional.interpolate(style, size=(24, 24), mode="area")
-    one = PerceptualLoss(network, [style], weights, LossOptions())
-    assert torch.equal(one.style_grams[0], PerceptualLoss(network, style, weights, LossOptions()).style_grams[0])
-    both = PerceptualLoss(network, [small, style], weights, LossOptions())
-    small_only = PerceptualLoss(network, [small], weights, LossOptions(temperature=1.0))
+    softmax = LossOptions(smoothing="softmax")
+    one = PerceptualLoss(network, [style], weights, softmax)
+    assert torch.equal(one.style_grams[0], PerceptualLoss(network, style, weights, softmax).style_grams[0])
+    both = PerceptualLoss(network, [small, style], weights, softmax)
+    small_only = PerceptualLoss(network, [small], weights, softmax)
     assert not torch.allclose(both.style_grams[0], one.style_grams[0])
     assert both.style_grams[0].shape == small_only.style_grams[0].shape
     with pytest.raises(ValueError, match="unknown smoothing"):

@@ -134,9 +134,10 @@ def _style(parser: argparse.ArgumentParser) -> None:
                              "stronger stylisation through non-VGG loss networks) or none")
     parser.add_argument("--temperature", type=float, default=d["temperature"],
                         help="softmax temperature, in units of each layer's spread on the style image")
-    parser.add_argument("--style-scales", type=_floats, default=d["style_scales"], metavar="S[,S...]",
-                        help="match the style's texture at these multiples of --style-size (e.g. 0.5,1,2); "
-                             f"default {','.join(map(str, d['style_scales']))}")
+    # A string default goes through type= like a typed value, so --help shows it as a user writes it.
+    parser.add_argument("--style-scales", type=_floats, default=",".join(f"{s:g}" for s in d["style_scales"]),
+                        metavar="S[,S...]",
+                        help="match the style's texture at these multiples of --style-size (e.g. 0.5,1,2)")
     parser.add_argument("--style-layers", type=_names, default=None, metavar="L[,L...]",
                         help="loss-network layers of the style loss (block0..block15 for efficientnet_lite0, "
                              "relu1_2... for VGG; default: the network's own)")

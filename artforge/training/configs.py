@@ -100,7 +100,9 @@ class LossOptions:
     deviation on the style image (so one value fits every layer and network).
     """
 
-    smoothing: str = "softmax"
+    # "none": softmax (T=1) was worse on every network-free metric for both zoo
+    # styles in 300-step trainings (docs/style_quality.md); kept as an option.
+    smoothing: str = "none"
     temperature: float = 1.0
 
 
@@ -123,7 +125,7 @@ class StyleConfig:
     style_weight: float | None = None
     tv_weight: float | None = None
     # How the loss compares feature maps (LossOptions); defaults measured with
-    # benchmarks/style_loss_ablation.py by network-free metrics.
+    # benchmarks/style_loss_ablation.py by network-free metrics (docs/style_quality.md).
     smoothing: str = LossOptions.smoothing
     temperature: float = LossOptions.temperature
     # Style Gram targets are the mean over the style image resized to

@@ -21,7 +21,8 @@ matrices say little about the rest of the texture (Wang et al., "Rethinking
 and Improving the Robustness of Image Style Transfer", CVPR 2021). Their fix,
 activation smoothing, is ``smoothing="softmax"`` here: each feature map passes
 through a softmax over all its channels and positions before the Gram and
-content comparisons. EfficientNet-Lite0's block outputs have no activation
+content comparisons (an option: in this project's measurements it did not
+help EfficientNet-Lite0, see docs/style_quality.md). EfficientNet-Lite0's block outputs have no activation
 function and a spread ~10x that of a ResNet's, so the softmax's temperature is
 measured in units of each layer's spread on the style image (see
 ``LossOptions.temperature``), which is what makes one value fit every layer.
@@ -261,7 +262,8 @@ class PerceptualLoss(nn.Module):
     towards, at the cost of one.
 
     `options` (LossOptions): activation smoothing and its temperature; None is
-    LossOptions() with smoothing off, the plain Gram loss of Johnson et al.
+    LossOptions(), the measured default (smoothing off: the plain Gram loss of
+    Johnson et al.), the same default `artforge train style` uses.
 
     The style image's Gram matrices are computed once here; a training step
     then needs one loss-network pass over the stylized batch (all layers at
@@ -274,7 +276,7 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         self.network = network
         self.weights = weights
-        self.options = options or LossOptions(smoothing="none")
+        self.options = options or LossOptions()
         if self.options.smoothing not in SMOOTHINGS:
             raise ValueError(f"unknown smoothing {self.options.smoothing!r}; expected one of {', '.join(SMOOTHINGS)}")
         styles = [style_0_255] if isinstance(style_0_255, torch.Tensor) else list(style_0_255)

@@ -9,6 +9,11 @@ from typing import Any
 SEED = 0
 
 
+#: the style networks' loss options (training/configs.py StyleConfig), named so that a rebuild's
+#: provenance and this recipe say the same; measured in docs/style_quality.md
+STYLE_LOSS: dict[str, Any] = dict(smoothing="none", style_scales=(1.0,))
+
+
 @dataclass(frozen=True)
 class ZooModel:
     name: str
@@ -27,9 +32,9 @@ ZOO = (
              settings=dict(ngf=32, ndf=32, epochs=32, batch_size=64),
              quick=dict(ngf=8, ndf=8, epochs=1, batch_size=8, max_steps=3)),
     ZooModel("mosaic", "style", style="mosaic",
-             settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
+             settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600, **STYLE_LOSS),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
     ZooModel("swirl", "style", style="swirl",
-             settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600),
+             settings=dict(width=0.5, image_size=128, style_size=256, batch_size=4, steps=1600, **STYLE_LOSS),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
 )
