@@ -183,7 +183,8 @@ def train(args: argparse.Namespace) -> None:
     body = ["## Style loss check: short feed-forward trainings, held-out photos", "",
             f"Command: `{command_line()}`  ", f"Machine: {machine()}", "",
             f"TransformerNet width {args.width}, {args.size} px crops of the training photos, batch 4, "
-            f"{args.steps} steps, style image at {STYLE_SIZE} px; scored on the held-out photos "
+            f"a {args.steps}-step run" + (f" scored at its checkpoint at step {args.stop_at}" if args.stop_at else "")
+            + f", style image at {STYLE_SIZE} px; scored on the held-out photos "
             f"({', '.join(DEFAULT_HOLDOUT)}, centre 256 px) never seen in training. Rows of "
             "`plots/style_loss_ablation.png`: each style x loss, the held-out photos left to right.", "",
             *table(rows)]
