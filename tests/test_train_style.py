@@ -16,10 +16,20 @@ from training_support import interrupt_training
 from artforge.cli import build_parser
 from artforge.cli.train import train_config
 from artforge.models import build
+from artforge.models.style_net import TransformerNet
 from artforge.training import common
-from artforge.training.configs import StyleConfig
-from artforge.training.losses import VGG_CFGS, VGGLossNetwork, _vgg_layer_names, gram_matrix, total_variation
-from artforge.training.style import ContentSampler, train
+from artforge.training.configs import LossOptions, LossWeights, StyleConfig
+from artforge.training.losses import (
+    VGG_CFGS,
+    PerceptualLoss,
+    VGGLossNetwork,
+    _vgg_layer_names,
+    build_loss_network,
+    gram_matrix,
+    softmax_smoothing,
+    total_variation,
+)
+from artforge.training.style import ContentSampler, _start_at_style_colour, train
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +72,7 @@ def test_smoke_run_writes_artifact_metrics_and_samples(images: tuple[Path, Path]
     assert provenance["style_image"] == str(style) and provenance["loss_network"] == "efficientnet_lite0"
     assert provenance["steps"] == 4 and provenance["seed"] == 0
     assert set(provenance["weights"]) == {"content", "style", "tv"}
+    assert provenance["loss_options"] == {"smoothing": "none", "temperature": 1.0, "style_sizes": [32]}
     assert {"content", "style", "tv", "total"} <= set(provenance["final_losses"])
     net = build(artifact["kind"], artifact["arch"])
     net.load_state_dict(artifact["state_dict"])
@@ -171,6 +182,89 @@ def test_user_mistakes_give_one_clear_sentence(images: tuple[Path, Path], tmp_pa
         train(tiny(data, bad_style, tmp_path / "run"))
 
 
+def test_loss_options_train_and_are_recorded(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    options = dict(smoothing="softmax", style_scales=(0.5, 1.0, 2.0), style_layers=("block0", "block4"),
+                   content_layer="block4", temperature=0.5)
+    run = train(tiny(data, style, tmp_path / "run", steps=3, max_steps=2, **options))
+    provenance = common.load_artifact(run)["provenance"]
+    assert provenance["loss_options"] == {"smoothing": "softmax", "temperature": 0.5, "style_sizes": [16, 32, 64]}
+    assert provenance["loss_layers"] == {"style": ["block0", "block4"], "content": "block4"}
+    saved = json.loads((run / common.CONFIG).read_text())
+    assert saved["style_scales"] == [0.5, 1.0, 2.0] and saved["style_layers"] == ["block0", "block4"]
+    # The same options resume (the saved config holds lists, the dataclass tuples).
+    resumed = train(tiny(data, style, tmp_path / "run", steps=3, **options))
+    assert common.load_artifact(resumed)["provenance"]["steps"] == 3
+    with pytest.raises(ValueError, match=r"different settings \(smoothing\)"):
+        train(tiny(data, style, tmp_path / "run", steps=3, **{**options, "smoothing": "none"}))
+
+
+def test_loss_option_mistakes_give_one_clear_sentence(images: tuple[Path, Path], tmp_path: Path) -> None:
+    data, style = images
+    with pytest.raises(ValueError, match="--smoothing must be one of none, softmax"):
+        train(tiny(data, style, tmp_path / "run", smoothing="gauss"))
+    with pytest.raises(ValueError, match="--temperature must be greater than 0"):
+        train(tiny(data, style, tmp_path / "run", temperature=0))
+    with pytest.raises(ValueError, match="--style-scales must be one or more numbers"):
+        train(tiny(data, style, tmp_path / "run", style_scales=()))
+    with pytest.raises(ValueError, match="at least 16 pixels"):
+        train(tiny(data, style, tmp_path / "run", style_scales=(0.25, 1.0)))
+    with pytest.raises(ValueError, match="efficientnet_lite0 has no layer 'block16'"):
+        train(tiny(data, style, tmp_path / "run", style_layers=("block2", "block16")))
+    with pytest.raises(ValueError, match=r"vgg16 has no layer\(s\) relu9_9"):
+        weights = tmp_path / "vgg16.pth"
+        torch.save(_torchvision_vgg16_state_dict(), weights)
+        build_loss_network("vgg16", weights, content_layer="relu9_9")
+
+
+def test_softmax_smoothing_and_the_smoothed_loss() -> None:
+    torch.manual_seed(0)
+    flat = torch.full((2, 3, 4, 5), 7.0)
+    assert torch.allclose(softmax_smoothing(flat, 1.0), torch.ones_like(flat))  # a flat map stays 1
+    peaky = torch.randn(2, 3, 4, 5) * 10
+    smooth = softmax_smoothing(peaky, 10.0)
+    assert torch.allclose(smooth.sum(dim=(1, 2, 3)), torch.full((2,), 60.0))  # mean 1 per image
+    assert torch.allclose(softmax_smoothing(peaky + 5, 10.0), smooth, atol=1e-5)  # a shift changes nothing
+    # A higher temperature is flatter: less of the mass sits in the largest activation.
+    assert softmax_smoothing(peaky, 20.0).amax() < smooth.amax() < softmax_smoothing(peaky, 5.0).amax()
+
+    network = build_loss_network("efficientnet_lite0")
+    style = torch.rand(1, 3, 48, 48) * 255
+    content = torch.rand(2, 3, 32, 32) * 255
+    weights = LossWeights(content=1.0, style=1.0, tv=0.0)
+    for options in (None, LossOptions(smoothing="softmax"), LossOptions(smoothing="softmax", temperature=2.0)):
+        loss = PerceptualLoss(network, style, weights, options)
+        same = loss(content, loss.content_target(content))
+        assert same["content"] < 1e-6  # the content's own features match exactly
+        other = loss(content.flip(0), loss.content_target(content))
+        assert other["content"] > 1e-3 and torch.isfinite(other["total"])
+    # Several style sizes: the Gram target is their mean; one size is the single-image loss.
+    small = torch.nn.functional.interpolate(style, size=(24, 24), mode="area")
+    softmax = LossOptions(smoothing="softmax")
+    one = PerceptualLoss(network, [style], weights, softmax)
+    assert torch.equal(one.style_grams[0], PerceptualLoss(network, style, weights, softmax).style_grams[0])
+    both = PerceptualLoss(network, [small, style], weights, softmax)
+    small_only = PerceptualLoss(network, [small], weights, softmax)
+    assert not torch.allclose(both.style_grams[0], one.style_grams[0])
+    assert both.style_grams[0].shape == small_only.style_grams[0].shape
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        PerceptualLoss(network, style, weights, LossOptions(smoothing="gauss"))
+
+
+def test_a_fresh_network_starts_at_the_style_colour() -> None:
+    torch.manual_seed(0)
+    net = TransformerNet(width=0.125)
+    photo = torch.rand(1, 3, 32, 32) * 255
+    with torch.no_grad():
+        assert net(photo).mean().abs() < 10  # black, before
+    style = np.zeros((8, 8, 3), np.uint8)
+    style[...] = (30, 90, 200)
+    _start_at_style_colour(net, style)
+    with torch.no_grad():
+        means = net(photo).mean(dim=(0, 2, 3))
+    assert torch.allclose(means, torch.tensor([30.0, 90.0, 200.0]), atol=10)
+
+
 def test_unreadable_content_files_are_skipped_and_counted(images: tuple[Path, Path]) -> None:
     data, _ = images
     good, broken = data / "c0.jpg", data / "a" / "broken.png"
@@ -199,4 +293,14 @@ def test_command_line_options_fill_the_config() -> None:
          "--style-weight", "2", "--max-steps", "7", "--no-resume", "--loss-network", "vgg19", "--loss-weights", "w"]))
     assert cfg == StyleConfig(style="s.jpg", data="d", out="r", width=0.5, image_size=160, style_weight=2.0,
                               max_steps=7, resume=False, loss_network="vgg19", loss_weights="w")
+    options = train_config(build_parser().parse_args(
+        ["train", "style", "--style", "s.jpg", "--data", "d", "--out", "r", "--smoothing", "none", "--temperature",
+         "0.5", "--style-scales", "0.5,1,2", "--style-layers", "block0,block2", "--content-layer", "block4"]))
+    assert options == StyleConfig(style="s.jpg", data="d", out="r", smoothing="none", temperature=0.5,
+                                  style_scales=(0.5, 1.0, 2.0), style_layers=("block0", "block2"),
+                                  content_layer="block4")
+    assert options.loss_options() == LossOptions(smoothing="none", temperature=0.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "style", "--style", "s", "--data", "d", "--out", "r",
+                                   "--style-scales", "1,big"])
     assert cfg.loss_weight_values().style == 2.0 and cfg.loss_weight_values().content > 0

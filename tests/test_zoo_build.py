@@ -34,6 +34,14 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert (out / "generated" / "abstract_dcgan.png").is_file()
     tiles = json.loads((out / "data_tiles.json").read_text())
     assert tiles["stylizers"] == ["mosaic", "swirl"]  # the style networks are trained before the DCGAN
+    quality = json.loads((out / "style_quality.json").read_text())
+    styles = [m.name for m in ZOO if m.kind == "style"]
+    assert sorted(quality) == sorted(styles)
+    for name in styles:
+        assert set(quality[name]["mean"]) == {"colour", "texture", "edges"}
+        assert quality[name]["mean"]["colour"] >= 0 and -1 <= quality[name]["mean"]["edges"] <= 1
+        assert "Style quality on held-out photos" in (out / "repository" / name / "README.md").read_text()
+    assert "edges ↑" in (out / "README.md").read_text()
 
     photo = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
     assert repo.load("mosaic").stylize(photo).shape == photo.shape

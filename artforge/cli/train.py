@@ -20,6 +20,7 @@ from artforge.training.configs import (
     DEFAULT_WEIGHTS,
     DIFFAUGMENT_POLICIES,
     LOSS_NETWORKS,
+    SMOOTHINGS,
     ClassifierConfig,
     DCGANConfig,
     StyleConfig,
@@ -196,10 +197,35 @@ def _style(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}-weight", type=float, default=None,
                             help=f"{name} loss weight (default: tuned per loss network; "
                                  f"{getattr(weights, name)} for {d['loss_network']})")
+    parser.add_argument("--smoothing", choices=SMOOTHINGS, default=d["smoothing"],
+                        help="activation smoothing before the Gram and content losses: softmax (Wang et al. 2021; "
+                             "stronger stylisation through non-VGG loss networks) or none")
+    parser.add_argument("--temperature", type=float, default=d["temperature"],
+                        help="softmax temperature, in units of each layer's spread on the style image")
+    # A string default goes through type= like a typed value, so --help shows it as a user writes it.
+    parser.add_argument("--style-scales", type=_floats, default=",".join(f"{s:g}" for s in d["style_scales"]),
+                        metavar="S[,S...]",
+                        help="match the style's texture at these multiples of --style-size (e.g. 0.5,1,2)")
+    parser.add_argument("--style-layers", type=_names, default=None, metavar="L[,L...]",
+                        help="loss-network layers of the style loss (block0..block15 for efficientnet_lite0, "
+                             "relu1_2... for VGG; default: the network's own)")
+    parser.add_argument("--content-layer", default=None, help="loss-network layer of the content loss "
+                        "(default: the network's own)")
     parser.add_argument("--sample-every", type=int, default=d["sample_every"],
                         help="save a content|stylized sample to RUN/samples every N steps")
     _step_cadence(parser, d)
     _run_options(parser, d)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0.5,1,2, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

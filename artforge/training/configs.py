@@ -107,6 +107,27 @@ DEFAULT_WEIGHTS: dict[str, LossWeights] = {
 }
 
 
+#: activation smoothing before the Gram and content losses (training/losses.py, Wang et al. 2021)
+SMOOTHINGS = ("none", "softmax")
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """How the perceptual loss compares feature maps, beyond its weights.
+
+    smoothing: "softmax" passes every feature map through a softmax over its
+    channels and positions before the Gram and content comparisons; "none" is
+    the plain loss of Johnson et al.
+    temperature: the softmax's temperature, in units of each layer's standard
+    deviation on the style image (so one value fits every layer and network).
+    """
+
+    # "none": softmax (T=1) was worse on every network-free metric for both zoo
+    # styles in 300-step trainings (docs/style_quality.md); kept as an option.
+    smoothing: str = "none"
+    temperature: float = 1.0
+
+
 @dataclass
 class StyleConfig:
     style: str
@@ -126,6 +147,16 @@ class StyleConfig:
     content_weight: float | None = None  # None: the loss network's default (DEFAULT_WEIGHTS)
     style_weight: float | None = None
     tv_weight: float | None = None
+    # How the loss compares feature maps (LossOptions); defaults measured with
+    # benchmarks/style_loss_ablation.py by network-free metrics (docs/style_quality.md).
+    smoothing: str = LossOptions.smoothing
+    temperature: float = LossOptions.temperature
+    # Style Gram targets are the mean over the style image resized to
+    # style_size times each of these: texture at several scales.
+    style_scales: tuple[float, ...] = (1.0,)
+    # Loss-network layers (names as in training/losses.py); None: the network's defaults.
+    style_layers: tuple[str, ...] | None = None
+    content_layer: str | None = None
     sample_every: int = 200
     checkpoint_every: int = 200
     log_every: int = 10
@@ -143,6 +174,8 @@ class StyleConfig:
             tv=default.tv if self.tv_weight is None else self.tv_weight,
         )
 
+    def loss_options(self) -> LossOptions:
+        return LossOptions(smoothing=self.smoothing, temperature=self.temperature)
 
 #: what `artforge gatys` may optimise the pixels with
 GATYS_OPTIMIZERS = ("lbfgs", "adam")

@@ -14,17 +14,30 @@ Two loss networks are available:
   built; classifier weights in the file are ignored.
 
 Every loss network takes RGB float NCHW in 0..255 and normalises internally.
+
+Non-VGG networks stylise weakly through a plain Gram loss: their feature maps
+are peaky, a few large activations carry most of the energy, so the Gram
+matrices say little about the rest of the texture (Wang et al., "Rethinking
+and Improving the Robustness of Image Style Transfer", CVPR 2021). Their fix,
+activation smoothing, is ``smoothing="softmax"`` here: each feature map passes
+through a softmax over all its channels and positions before the Gram and
+content comparisons (an option: in this project's measurements it did not
+help EfficientNet-Lite0, see docs/style_quality.md). EfficientNet-Lite0's block outputs have no activation
+function and a spread ~10x that of a ResNet's, so the softmax's temperature is
+measured in units of each layer's spread on the style image (see
+``LossOptions.temperature``), which is what makes one value fit every layer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artforge.training.configs import LOSS_NETWORKS, LossWeights
+from artforge.training.configs import LOSS_NETWORKS, SMOOTHINGS, LossOptions, LossWeights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,6 +57,7 @@ VGG_CONTENT_LAYER = "relu2_2"
 # shapes survive while colours and texture are free to change.
 EFFNET_STYLE_BLOCKS = (0, 2, 4, 7)
 EFFNET_CONTENT_BLOCK = 2
+EFFNET_BLOCKS = 16
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -189,22 +203,46 @@ class VGGLossNetwork(LossNetwork):
         return out
 
 
-def build_loss_network(name: str, weights: str | Path | None = None) -> LossNetwork:
-    """The loss network called `name`; VGG variants need a local `weights` file."""
+def _effnet_block(name: str) -> int:
+    index = int(name.removeprefix("block")) if name.startswith("block") and name[5:].isdigit() else -1
+    if not 0 <= index < EFFNET_BLOCKS:
+        raise ValueError(f"efficientnet_lite0 has no layer {name!r}; "
+                         f"its layers are block0 ... block{EFFNET_BLOCKS - 1}")
+    return index
+
+
+def build_loss_network(name: str, weights: str | Path | None = None, style_layers: Sequence[str] | None = None,
+                       content_layer: str | None = None) -> LossNetwork:
+    """The loss network called `name`; VGG variants need a local `weights` file.
+
+    style_layers / content_layer: layer names (block0 ... block15 for
+    EfficientNet-Lite0, relu1_2 ... for VGG); None takes the network's default."""
     if name == "efficientnet_lite0":
-        return EfficientNetLossNetwork(weights)
+        blocks = EFFNET_STYLE_BLOCKS if style_layers is None else tuple(_effnet_block(n) for n in style_layers)
+        content = EFFNET_CONTENT_BLOCK if content_layer is None else _effnet_block(content_layer)
+        return EfficientNetLossNetwork(weights, style_blocks=blocks, content_block=content)
     if name in VGG_CFGS:
         if weights is None:
             raise ValueError(
                 f"--loss-network {name} needs --loss-weights FILE (torchvision-format {name} weights); "
                 "artforge does not download weights")
-        return VGGLossNetwork(name, weights)
+        return VGGLossNetwork(name, weights, style_layers=tuple(style_layers or VGG_STYLE_LAYERS),
+                              content_layer=content_layer or VGG_CONTENT_LAYER)
     raise ValueError(f"unknown loss network {name!r}; expected one of {', '.join(LOSS_NETWORKS)}")
 
 
 def _energy(x: torch.Tensor) -> torch.Tensor:
     """Mean square of a target, the scale its loss is measured against."""
     return x.detach().square().mean().clamp_min(1e-8)
+
+
+def softmax_smoothing(features: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """Wang et al.'s activation smoothing: softmax over all channels and positions of each image's
+    feature map, scaled by their count so that a flat map stays 1 everywhere (the size of the map does
+    not change the magnitude, as gram_matrix's normalisation expects)."""
+    n = features.shape[0]
+    flat = features.reshape(n, -1) / temperature
+    return (torch.softmax(flat, dim=1) * flat.shape[1]).reshape(features.shape)
 
 
 class PerceptualLoss(nn.Module):
@@ -218,23 +256,55 @@ class PerceptualLoss(nn.Module):
     without this one set of weights could not serve them all and the deep
     layers, which carry the larger-scale texture, would contribute nothing.
 
+    `style_0_255` is one style image [1, 3, H, W] or several (the same style
+    at several sizes, see StyleConfig.style_scales): the Gram target of each
+    layer is their mean, which is what the sum of the per-image losses pulls
+    towards, at the cost of one.
+
+    `options` (LossOptions): activation smoothing and its temperature; None is
+    LossOptions(), the measured default (smoothing off: the plain Gram loss of
+    Johnson et al.), the same default `artforge train style` uses.
+
     The style image's Gram matrices are computed once here; a training step
     then needs one loss-network pass over the stylized batch (all layers at
     once) and one gradient-free pass over the content batch (content layer
     only, which stops early in the network).
     """
 
-    def __init__(self, network: LossNetwork, style_0_255: torch.Tensor, weights: LossWeights):
+    def __init__(self, network: LossNetwork, style_0_255: torch.Tensor | Sequence[torch.Tensor],
+                 weights: LossWeights, options: LossOptions | None = None):
         super().__init__()
         self.network = network
         self.weights = weights
+        self.options = options or LossOptions()
+        if self.options.smoothing not in SMOOTHINGS:
+            raise ValueError(f"unknown smoothing {self.options.smoothing!r}; expected one of {', '.join(SMOOTHINGS)}")
+        styles = [style_0_255] if isinstance(style_0_255, torch.Tensor) else list(style_0_255)
+        if not styles:
+            raise ValueError("PerceptualLoss needs at least one style image")
         self.layers = tuple(dict.fromkeys((*network.style_layers, network.content_layer)))
         with torch.no_grad():
-            feats = network.extract(style_0_255, network.style_layers)
+            raw = [network.extract(s, self.layers) for s in styles]
+        # Each layer's temperature is fixed by the style image (the largest
+        # size), so a layer's smoothing does not change with the batch.
+        for name in self.layers:
+            spread = raw[-1][name].std().clamp_min(1e-6) * self.options.temperature
+            self.register_buffer(self._temperature_name(name), spread, persistent=False)
+        with torch.no_grad():
+            grams = [[gram_matrix(self._smooth(name, f[name])) for f in raw] for name in network.style_layers]
         # Buffers, so that .to(device) moves them with the module.
-        for i, name in enumerate(network.style_layers):
-            self.register_buffer(f"style_gram{i}", gram_matrix(feats[name]), persistent=False)
+        for i, per_size in enumerate(grams):
+            self.register_buffer(f"style_gram{i}", torch.stack(per_size).mean(0), persistent=False)
         self.style_scales = [float(_energy(g)) for g in self.style_grams]
+
+    @staticmethod
+    def _temperature_name(layer: str) -> str:
+        return f"temperature_{layer}"
+
+    def _smooth(self, layer: str, features: torch.Tensor) -> torch.Tensor:
+        if self.options.smoothing == "none":
+            return features
+        return softmax_smoothing(features, self.get_buffer(self._temperature_name(layer)))
 
     @property
     def style_grams(self) -> list[torch.Tensor]:
@@ -242,14 +312,16 @@ class PerceptualLoss(nn.Module):
 
     @torch.no_grad()
     def content_target(self, content_0_255: torch.Tensor) -> torch.Tensor:
-        return self.network.extract(content_0_255, (self.network.content_layer,))[self.network.content_layer]
+        layer = self.network.content_layer
+        return self._smooth(layer, self.network.extract(content_0_255, (layer,))[layer])
 
     def forward(self, stylized_0_255: torch.Tensor, content_target: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.network.extract(stylized_0_255, self.layers)
-        content = F.mse_loss(feats[self.network.content_layer], content_target) / _energy(content_target)
+        layer = self.network.content_layer
+        content = F.mse_loss(self._smooth(layer, feats[layer]), content_target) / _energy(content_target)
         style = stylized_0_255.new_zeros(())
         for name, target, scale in zip(self.network.style_layers, self.style_grams, self.style_scales, strict=True):
-            gram = gram_matrix(feats[name])
+            gram = gram_matrix(self._smooth(name, feats[name]))
             style = style + F.mse_loss(gram, target.expand_as(gram)) / scale
         tv = total_variation(stylized_0_255)
         total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv

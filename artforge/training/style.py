@@ -25,7 +25,7 @@ import torch
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
-from artforge.training.configs import LOSS_NETWORKS, StyleConfig
+from artforge.training.configs import LOSS_NETWORKS, SMOOTHINGS, StyleConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 from artforge.training.losses import PerceptualLoss, build_loss_network
 from artforge.training.progress import StepProgress
@@ -54,6 +54,15 @@ def _validate(cfg: StyleConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
     if cfg.loss_network not in LOSS_NETWORKS:
         raise ValueError(f"--loss-network must be one of {', '.join(LOSS_NETWORKS)}, got {cfg.loss_network!r}")
+    if cfg.smoothing not in SMOOTHINGS:
+        raise ValueError(f"--smoothing must be one of {', '.join(SMOOTHINGS)}, got {cfg.smoothing!r}")
+    if cfg.temperature <= 0:
+        raise ValueError(f"--temperature must be greater than 0, got {cfg.temperature}")
+    if not cfg.style_scales or any(s <= 0 for s in cfg.style_scales):
+        raise ValueError(f"--style-scales must be one or more numbers greater than 0, got {cfg.style_scales}")
+    if min(cfg.style_scales) * cfg.style_size < 16:
+        raise ValueError(f"--style-scales times --style-size must be at least 16 pixels; "
+                         f"{min(cfg.style_scales)} x {cfg.style_size} is not")
     if not Path(cfg.style).is_file():
         raise FileNotFoundError(f"style image not found: {cfg.style}")
     if not Path(cfg.data).is_dir():
@@ -167,6 +176,19 @@ def _write_metrics(run: Path, history: list[dict[str, float]], step: int, stop: 
     common.atomic_write_json(metrics, run / common.METRICS)
 
 
+def _start_at_style_colour(net: TransformerNet, style: np.ndarray) -> None:
+    """Start the output at the style image's mean colour instead of black.
+
+    The last convolution's outputs start within a few levels of 0 on the
+    0..255 scale, and Adam moves its bias ~lr per step, so a fresh network
+    spends its first few hundred steps climbing out of black: a 200-step run
+    of the zoo's recipe still looks black, which is most of a user's short
+    run. A resumed run replaces these weights with its saved ones."""
+    last = net.decoder[-1].conv
+    with torch.no_grad():
+        last.bias.copy_(torch.from_numpy(style.reshape(-1, 3).mean(0)).to(last.bias))
+
+
 def train(cfg: StyleConfig) -> Path:
     """Train (or resume) a style network; returns the run folder holding model.pt."""
     _validate(cfg)
@@ -178,15 +200,23 @@ def train(cfg: StyleConfig) -> Path:
     weights = cfg.loss_weight_values()
     # Loss network and style image first: a mistake in either should not
     # leave a half-made run folder behind.
-    loss_net = build_loss_network(cfg.loss_network, cfg.loss_weights)
+    loss_net = build_loss_network(cfg.loss_network, cfg.loss_weights, cfg.style_layers, cfg.content_layer)
+    # Smallest first: the loss takes each layer's softmax temperature from the largest.
+    sizes = sorted({max(16, round(cfg.style_size * scale)) for scale in cfg.style_scales})
     try:
-        style_image = _load_style(Path(cfg.style), cfg.style_size)
+        style_images = [_load_style(Path(cfg.style), size) for size in sizes]
     except ValueError:
         raise ValueError(f"cannot decode the style image {cfg.style}; use a JPEG/PNG/BMP/WebP/TIFF file") from None
-    criterion = PerceptualLoss(loss_net, _to_tensor(style_image[None], torch.device("cpu")), weights).to(device)
+    options = cfg.loss_options()
+    cpu = torch.device("cpu")
+    criterion = PerceptualLoss(loss_net, [_to_tensor(image[None], cpu) for image in style_images], weights,
+                               options).to(device)
 
     config = asdict(cfg)
-    config.update(content_weight=weights.content, style_weight=weights.style, tv_weight=weights.tv)
+    # Lists, as the saved config.json holds them, so that a resume compares like with like.
+    config.update(content_weight=weights.content, style_weight=weights.style, tv_weight=weights.tv,
+                  style_scales=list(cfg.style_scales), style_layers=list(loss_net.style_layers),
+                  content_layer=loss_net.content_layer)
     # max_steps only says where this invocation stops, so a run stopped by a
     # time budget can be continued with a larger one (or none).
     config.pop("max_steps")
@@ -197,7 +227,9 @@ def train(cfg: StyleConfig) -> Path:
         (run / common.STATE).unlink(missing_ok=True)
 
     common.set_seed(cfg.seed)
-    net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS).to(device)
+    net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS)
+    _start_at_style_colour(net, style_images[-1])
+    net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
     step = 0
@@ -270,6 +302,8 @@ def train(cfg: StyleConfig) -> Path:
         "weights": {"content": weights.content, "style": weights.style, "tv": weights.tv},
         "loss_network": cfg.loss_network,
         "loss_layers": {"style": list(loss_net.style_layers), "content": loss_net.content_layer},
+        "loss_options": {"smoothing": options.smoothing, "temperature": options.temperature,
+                         "style_sizes": sizes},
         "final_losses": history[-1] if history else {}, "seed": cfg.seed,
         **run_record(config, step, cfg.steps, FINISHED if step >= cfg.steps else MAX_STEPS),
     }

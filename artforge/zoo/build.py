@@ -22,10 +22,13 @@ from artforge.zoo.catalog import SEED, TILE_SETTINGS, ZOO, ZooModel
 from artforge.zoo.evaluation import (
     append_evaluation,
     append_generator_evaluation,
+    append_style_evaluation,
     evaluate_classifier,
     evaluate_generator,
+    evaluate_stylizer,
 )
 from artforge.zoo.painting import STYLE_IMAGES, paint_style_image
+from artforge.zoo.photos import source_photos
 from artforge.zoo.readme import contact_sheet, write_index
 from artforge.zoo.stylized_dataset import render_stylized_dataset, stylizer_fingerprint
 
@@ -116,6 +119,7 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
         data_summary.setdefault("styles_dataset", json.loads(previous.read_text()).get("styles_dataset"))
     repo = out / "repository"
     evaluation_file = out / "evaluation.json"
+    style_file = out / "style_quality.json"
     for model in ZOO:
         if model.name not in wanted:
             continue
@@ -143,10 +147,18 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
                         tile_grid(Repository(repo).generator(model.name).generate(64, seed=SEED), columns=8))
             print(f"   FD {scores['fd']:.1f} to held-out tiles, recall {scores['recall']:.2f}, "
                   f"near-duplicates {scores['duplicates']:.3f}", flush=True)
+        if model.kind == "style":
+            photos = {n: source_photos()[n] for n in datasets.DEFAULT_HOLDOUT}
+            quality = evaluate_stylizer(repo, model.name, out / "styles" / f"{model.style}.jpg", photos)
+            append_style_evaluation(repo / model.name / "README.md", quality)
+            saved = json.loads(style_file.read_text()) if style_file.exists() else {}
+            write_json_atomic(style_file, {**saved, model.name: quality})
+            print(f"   style metrics {quality['mean']}", flush=True)
     write_json_atomic(out / "data.json", data_summary)
     stylizers = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:
         contact_sheet(repo, out / "samples", stylizers, sheet)
     final: dict[str, Any] | None = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
-    write_index(out, data_summary, final)
+    quality: dict[str, Any] | None = json.loads(style_file.read_text()) if style_file.exists() else None
+    write_index(out, data_summary, final, quality)
     print(f"zoo written to {out}")

@@ -34,8 +34,10 @@ def contact_sheet(repo: Path, samples: Path, stylizers: list[str], target: Path,
     return target
 
 
-def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, Any] | None) -> None:
-    """out/README.md: a table of the models that were built, where the data came from, the accuracy."""
+def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, Any] | None,
+                style_quality: dict[str, dict[str, Any]] | None = None) -> None:
+    """out/README.md: a table of the models that were built, where the data came from, the accuracy
+    and the style networks' metrics (zoo/evaluation.py)."""
     repo = out / "repository"
     rows = []
     for model in ZOO:
@@ -86,5 +88,16 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
             text += [f"{model.name} against held-out tiles: Fréchet distance **{scores['fd']:.1f}**, recall "
                      f"{scores['recall']:.1%}, near-duplicate pairs {scores['duplicates']:.2%} (real tiles: 1 %).",
                      "", f"![{model.name} samples](generated/{model.name}.png)", ""]
+    if style_quality:
+        text += ["Style networks on held-out photos (network-free metrics, see each model card): colour = sliced "
+                 "Wasserstein distance to the style image's colours in Lab, texture = Gabor Gram distance to it "
+                 "(both lower is closer), edges = edge-map SSIM to the photo (higher keeps more).", "",
+                 "| style | colour ↓ | texture ↓ | edges ↑ | photos unstylized: colour, texture |",
+                 "|---|---:|---:|---:|---:|"]
+        for name, q in style_quality.items():
+            m, u = q["mean"], q["unstylized"]
+            text.append(f"| {name} | {m['colour']:.2f} | {m['texture']:.3f} | {m['edges']:.3f} | "
+                        f"{u['colour']:.2f}, {u['texture']:.3f} |")
+        text.append("")
     text += ["![contact sheet](../docs/contact_sheet.png)", ""]
     write_bytes_atomic(out / "README.md", "\n".join(text).encode())
