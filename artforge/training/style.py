@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
-from artforge.training.configs import LOSS_NETWORKS, StyleConfig
+from artforge.training.configs import LOSS_NETWORKS, META_STYLE_KIND, StyleConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 from artforge.training.losses import PerceptualLoss, build_loss_network
 
@@ -57,6 +57,27 @@ def _validate(cfg: StyleConfig) -> None:
         raise FileNotFoundError(f"style image not found: {cfg.style}")
     if not Path(cfg.data).is_dir():
         raise FileNotFoundError(f"content image folder not found: {cfg.data}")
+    if cfg.init is not None and not Path(cfg.init).exists():
+        raise FileNotFoundError(f"--init {cfg.init} does not exist; pass a meta-style or style run folder "
+                                "(or its model.pt)")
+
+
+def init_weights(path: str | Path, width: float) -> dict[str, torch.Tensor]:
+    """The TransformerNet weights a run starts from: a meta-style initialisation's or a style run's."""
+    try:
+        artifact = common.load_artifact(Path(path))
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:  # torch.load / unpickling failures have many types; all mean "unreadable file"
+        raise ValueError(f"--init {path} cannot be read as a torch checkpoint ({type(exc).__name__})") from None
+    kind, arch = artifact["kind"], artifact["arch"]
+    if kind not in (META_STYLE_KIND, "stylizer") or arch.get("name") != "transformer_net":
+        raise ValueError(f"{path} holds a {kind} ({arch.get('name')}); an initialisation must be a meta-style "
+                         "run (artforge train meta-style) or a style run")
+    if arch.get("width") != width or arch.get("residual_blocks", RESIDUAL_BLOCKS) != RESIDUAL_BLOCKS:
+        raise ValueError(f"{path} holds a network of width {arch.get('width')}; this run's --width is {width}: "
+                         "they must match")
+    return artifact["state_dict"]
 
 
 def _load_style(path: Path, size: int) -> np.ndarray:
@@ -183,6 +204,7 @@ def train(cfg: StyleConfig) -> Path:
     except ValueError:
         raise ValueError(f"cannot decode the style image {cfg.style}; use a JPEG/PNG/BMP/WebP/TIFF file") from None
     criterion = PerceptualLoss(loss_net, _to_tensor(style_image[None], torch.device("cpu")), weights).to(device)
+    init = init_weights(cfg.init, cfg.width) if cfg.init is not None else None
 
     config = asdict(cfg)
     config.update(content_weight=weights.content, style_weight=weights.style, tv_weight=weights.tv)
@@ -197,6 +219,8 @@ def train(cfg: StyleConfig) -> Path:
 
     common.set_seed(cfg.seed)
     net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS).to(device)
+    if state is None and init is not None:
+        net.load_state_dict(init)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
     step = 0
@@ -271,6 +295,8 @@ def train(cfg: StyleConfig) -> Path:
         "loss_layers": {"style": list(loss_net.style_layers), "content": loss_net.content_layer},
         "final_losses": history[-1] if history else {}, "seed": cfg.seed,
     }
+    if cfg.init is not None:
+        provenance["init"] = str(cfg.init)
     common.save_artifact(run, "stylizer", {"name": "transformer_net", "width": cfg.width,
                                            "residual_blocks": RESIDUAL_BLOCKS},
                          net, provenance=provenance, size_multiple=SIZE_MULTIPLE)
