@@ -42,7 +42,8 @@ from artforge.export.options import (
 def add_commands(commands: argparse._SubParsersAction) -> None:
     parser = add_command(commands, "export", "export a trained run to ONNX in a model repository (verified)",
                          run_export)
-    parser.add_argument("run", type=Path, help="training run folder holding model.pt")
+    # Not dest "run": that is the command's function (add_command's set_defaults), which it would overwrite.
+    parser.add_argument("run_folder", type=Path, metavar="RUN", help="training run folder holding model.pt")
     add_repository(parser, "model repository folder, created if missing")
     parser.add_argument("--name", help="model name in the repository (default: the run folder's name)")
     add_model_version(parser, "version number to write (default: one more than the highest existing)")
@@ -148,7 +149,7 @@ def export_from_args(args: argparse.Namespace) -> Path:
 
     precisions = parse_precisions(args.precision)
     variant_options = _variant_options(args)
-    path = export_run(args.run, repository_path(args), name=args.name, version=args.version, opset=args.opset,
+    path = export_run(args.run_folder, repository_path(args), name=args.name, version=args.version, opset=args.opset,
                       overwrite=args.overwrite)
     if precisions:
         from artforge.export.precision import make_variant

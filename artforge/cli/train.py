@@ -1,4 +1,4 @@
-"""`artforge train classifier | dcgan | style`: the trainers' options, over their config dataclasses.
+"""`artforge train classifier | dcgan | style` (and meta-style, from meta_style.py): the trainers' options, over their config dataclasses.
 
 Every default comes from artforge/training/configs.py (plain Python), so
 `--help` shows it without loading torch; the trainer module, and torch with
@@ -30,11 +30,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     kinds = add_subcommands(train, "kind", "KIND")
     _classifier(add_command(kinds, "classifier", "fine-tune EfficientNet-Lite0 on an image folder", run_train))
     _dcgan(add_command(kinds, "dcgan", "train a DCGAN generator on an image folder", run_train))
+    # meta-style builds on this module's option groups, so it is imported here, not at the top.
+    from artforge.cli.meta_style import add_train_meta_style
+
     d = _defaults(StyleConfig)
     _style(add_command(kinds, "style", "train a feed-forward style network", run_train,
                        description=f"Train a feed-forward style network for one style image. The defaults "
                                    f"(width {d['width']}, {d['image_size']} px crops, {d['steps']} steps) take "
                                    "hours on a CPU (2.6 h on a 2-core one); --max-steps sets a time budget."))
+    add_train_meta_style(kinds)
 
 
 def _run_options(parser: argparse.ArgumentParser, d: dict[str, Any]) -> None:
@@ -122,6 +126,8 @@ def _style(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}-weight", type=float, default=None,
                             help=f"{name} loss weight (default: tuned per loss network; "
                                  f"{getattr(weights, name)} for {d['loss_network']})")
+    parser.add_argument("--init", default=None, help="start from these weights (a meta-style run, see "
+                        "`artforge adapt-style`, or another style run of the same width) instead of random ones")
     parser.add_argument("--sample-every", type=int, default=d["sample_every"],
                         help="save a content|stylized sample to RUN/samples every N steps")
     _step_cadence(parser, d)
