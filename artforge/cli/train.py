@@ -1,4 +1,5 @@
-"""`artforge train classifier | dcgan | style` (and meta-style, from meta_style.py): the trainers' options, over their config dataclasses.
+"""`artforge train classifier | dcgan | style`: the trainers' options, over their config dataclasses
+(`train meta-style` is added by meta_style.py).
 
 Every default comes from artforge/training/configs.py (plain Python), so
 `--help` shows it without loading torch; the trainer module, and torch with

@@ -54,9 +54,28 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool) -> Path:
     if model.kind == "dcgan":
         from artforge.training import dcgan
         return dcgan.train(configs.DCGANConfig(data=str(data / "tiles"), **settings))
+    if model.kind == "meta_style":
+        from artforge.training import meta_style
+        return meta_style.train(configs.MetaStyleConfig(data=str(data / "content"), **settings))
+    style_image = _style_image(model, out, quick)
+    if model.kind == "adapt_style":
+        from artforge.training import adapt_style
+        init = work / "runs" / "meta_style"
+        if not (init / "model.pt").is_file():
+            init = _train(next(m for m in ZOO if m.kind == "meta_style"), work, out, quick)
+        return adapt_style.adapt(configs.AdaptStyleConfig(style=str(style_image), init=str(init),
+                                                          data=str(data / "content"), **settings))
     from artforge.training import style
-    return style.train(configs.StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"),
-                                           data=str(data / "content"), **settings))
+    return style.train(configs.StyleConfig(style=str(style_image), data=str(data / "content"), **settings))
+
+
+def _style_image(model: ZooModel, out: Path, quick: bool) -> Path:
+    """out/styles/<style>.jpg, painted here when _make_data did not (a style image only one model uses)."""
+    assert model.style is not None
+    path = out / "styles" / f"{model.style.replace(':', '_')}.jpg"
+    if not path.is_file():
+        write_image(path, paint_style_image(model.style, size=256 if quick else 512, seed=SEED), quality=90)
+    return path
 
 
 def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = None,
@@ -79,8 +98,10 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
             continue
         print(f"== {model.name} ({model.kind})", flush=True)
         run = _train(model, work, out, quick)
-        path = export_run(run, repo, name=model.name, version=1, overwrite=True)
         write_bytes_atomic(out / "checkpoints" / f"{model.name}.pt", (Path(run) / "model.pt").read_bytes())
+        if not model.exported:
+            continue
+        path = export_run(run, repo, name=model.name, version=1, overwrite=True)
         print(f"   exported {path}", flush=True)
         if model.kind == "classifier":
             evaluation = evaluate_classifier(repo, model.name, work / "data" / "styles" / "test")
@@ -89,7 +110,7 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
             write_json_atomic(evaluation_file, evaluation)
             print(f"   held-out accuracy {evaluation['accuracy']:.1%}", flush=True)
     write_json_atomic(out / "data.json", data_summary)
-    stylizers = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
+    stylizers = [m.name for m in ZOO if m.kind in ("style", "adapt_style") and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:
         contact_sheet(repo, out / "samples", stylizers, sheet)
     final: dict[str, Any] | None = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
