@@ -163,16 +163,24 @@ def main() -> None:
             meta.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", default=value)
         elif value is not None:
             meta.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the RESULTS.md section from WORK/results.json without measuring again")
     parser.add_argument("--label", default="", help="name of the RESULTS.md section's variant (several can coexist)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     work = args.work
+    if args.report_only:
+        saved = json.loads((work / "report.json").read_text())
+        init = Path(saved["init"])
+        report(args, init, train_common.load_artifact(init)["provenance"], saved["steps"], saved["rows"],
+               saved["meta_seconds"], saved["one_shot"], saved["command"])
+        return
     train_photos, held_photos = make_photos(work, args.image_size)
     meta_fields = {f.name for f in fields(MetaStyleConfig)}
     if args.init is None:
-        cfg = MetaStyleConfig(data=str(train_photos), out=str(work / "meta"), progress=True,
-                              **{k: v for k, v in vars(args).items() if k in meta_fields and k not in {"data", "out", "styles"}})
+        chosen = {k: v for k, v in vars(args).items() if k in meta_fields - {"data", "out", "styles"}}
+        cfg = MetaStyleConfig(data=str(train_photos), out=str(work / "meta"), progress=True, **chosen)
         if cfg.second_order:
             cfg = replace(cfg, out=str(work / "meta_second_order"))
         started = time.perf_counter()
@@ -225,7 +233,7 @@ def main() -> None:
         sheet += [thumb, photo] + [stylize(nets[k], photo) for k in results]
         for label, (points, seconds) in results.items():
             final = points[-1]
-            rows.append({"style": name, "start": label, "steps": final["step"], "seconds": seconds, **final,
+            rows.append({**final, "style_image": name, "start": label, "steps": final["step"], "seconds": seconds,
                          "points": points})
         meta_final, random_final = results["meta init"][0][-1], results["random init"][0][-1]
         print(f"{name}: held-out total after {steps} steps: meta {meta_final['total']:.4g}, "
@@ -242,16 +250,18 @@ def main() -> None:
                         "--repo", str(work / "repo"), "--name", "one_shot", "--out", str(work / "one_shot"),
                         "--no-resume", "--overwrite", "--no-progress"], check=True, cwd=ROOT)
         one_shot = time.perf_counter() - t0
-    (work / "results.json").write_text(json.dumps(rows, indent=1))
-    report(args, init, provenance, steps, rows, meta_seconds, one_shot)
+    (work / "report.json").write_text(json.dumps({"init": str(init), "steps": steps, "rows": rows,
+                                                  "meta_seconds": meta_seconds, "one_shot": one_shot,
+                                                  "command": command_line()}, indent=1))
+    report(args, init, provenance, steps, rows, meta_seconds, one_shot, command_line())
 
 
 def report(args: argparse.Namespace, init: Path, provenance: dict, steps: int, rows: list[dict],
-           meta_seconds: float | None, one_shot: float | None) -> None:
+           meta_seconds: float | None, one_shot: float | None, command: str) -> None:
     meta = provenance["meta"]
     settings = provenance["style_settings"]
     lines = [f"## Meta-learned style initialisation: adaptation vs training from scratch{args.label}", "",
-             f"Command: `{command_line()}`", "", f"Machine: {machine()}, torch {torch.__version__} "
+             f"Command: `{command}`", "", f"Machine: {machine()}, torch {torch.__version__} "
              f"({torch.get_num_threads()} threads). Timings on a shared, busy machine are noisy; the loss at a "
              "step count is not.", "",
              f"Initialisation: `{init}`, {provenance['steps']} outer steps"
@@ -266,11 +276,11 @@ def report(args: argparse.Namespace, init: Path, provenance: dict, steps: int, r
              "| style | start | steps | train s | held-out total | style | content |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['style']} | {r['start']} | {r['steps']} | {r['seconds']:.0f} | {r['total']:.4g} | "
+        lines.append(f"| {r['style_image']} | {r['start']} | {r['steps']} | {r['seconds']:.0f} | {r['total']:.4g} | "
                      f"{r['style']:.4g} | {r['content']:.4g} |")
     lines.append("")
-    for style in dict.fromkeys(r["style"] for r in rows):
-        by = {r["start"]: r for r in rows if r["style"] == style}
+    for style in dict.fromkeys(r["style_image"] for r in rows):
+        by = {r["start"]: r for r in rows if r["style_image"] == style}
         meta_r, rand_r = by["meta init"], by["random init"]
         # The first held-out evaluation at which random init matches meta init's loss after N steps.
         catch = next((p for p in rand_r["points"] if p["total"] <= meta_r["total"]), None)

@@ -187,7 +187,7 @@ def inner_loop(net: TransformerNet, criterion: PerceptualLoss, batches: list[tor
     keep their graph (full MAML); without it they are constants (first-order MAML), so the outer
     gradient is the query loss's gradient at the adapted weights.
     """
-    params = dict(net.named_parameters())
+    params: dict[str, torch.Tensor] = dict(net.named_parameters())
     fast = {name: params[name] for name in names}
     first = float("nan")
     for k, content in enumerate(batches):
@@ -335,7 +335,8 @@ def train(cfg: MetaStyleConfig) -> Path:
             print(f"skipped {len(skipped_set)} unusable {what} file(s) under {folder}", file=sys.stderr)
     provenance = {
         "data": str(cfg.data), "images": len(paths), "styles_folder": cfg.styles,
-        "style_files": len(style_files), "skipped_style_files": len(pool.skipped), "procedural_styles": cfg.procedural_styles,
+        "style_files": len(style_files), "skipped_style_files": len(pool.skipped),
+        "procedural_styles": cfg.procedural_styles,
         "held_out_family": HELD_OUT_ART_STYLE, "steps": step, "seed": cfg.seed,
         "meta": {"tasks_per_step": cfg.tasks_per_step, "inner_steps": cfg.inner_steps, "inner_lr": cfg.inner_lr,
                  "outer_lr": cfg.outer_lr, "inner_params": cfg.inner_params, "second_order": cfg.second_order},
