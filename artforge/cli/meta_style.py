@@ -53,9 +53,9 @@ def add_train_meta_style(kinds: argparse._SubParsersAction) -> None:
     meta.add_argument("--second-order", action="store_true",
                       help="differentiate through the inner steps (full MAML; default: first-order)")
     meta.add_argument("--adapt-steps", type=int, default=d["adapt_steps"],
-                      help="default --steps of `artforge adapt-style` from this initialisation")
+                      help="steps `artforge adapt-style` runs from this initialisation when not told")
     meta.add_argument("--adapt-lr", type=float, default=d["adapt_lr"],
-                      help="default --lr (Adam) of `artforge adapt-style` from this initialisation")
+                      help="Adam learning rate of `artforge adapt-style` from this initialisation when not told")
     net = parser.add_argument_group("network and loss (adaptation reuses them)")
     net.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
                      help="frozen pretrained network for the perceptual loss")
