@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -174,7 +175,7 @@ def main() -> None:
         saved = json.loads((work / "report.json").read_text())
         init = Path(saved["init"])
         report(args, init, train_common.load_artifact(init)["provenance"], saved["steps"], saved["rows"],
-               saved["meta_seconds"], saved["one_shot"], saved["command"])
+               saved["meta_seconds"], saved["one_shot"], saved["command"], saved.get("load"))
         return
     train_photos, held_photos = make_photos(work, args.image_size)
     meta_fields = {f.name for f in fields(MetaStyleConfig)}
@@ -252,18 +253,20 @@ def main() -> None:
         one_shot = time.perf_counter() - t0
     (work / "report.json").write_text(json.dumps({"init": str(init), "steps": steps, "rows": rows,
                                                   "meta_seconds": meta_seconds, "one_shot": one_shot,
-                                                  "command": command_line()}, indent=1))
-    report(args, init, provenance, steps, rows, meta_seconds, one_shot, command_line())
+                                                  "command": command_line(), "load": os.getloadavg()[1]},
+                                                 indent=1))
+    report(args, init, provenance, steps, rows, meta_seconds, one_shot, command_line(), os.getloadavg()[1])
 
 
 def report(args: argparse.Namespace, init: Path, provenance: dict, steps: int, rows: list[dict],
-           meta_seconds: float | None, one_shot: float | None, command: str) -> None:
+           meta_seconds: float | None, one_shot: float | None, command: str, load: float | None) -> None:
     meta = provenance["meta"]
     settings = provenance["style_settings"]
     lines = [f"## Meta-learned style initialisation: adaptation vs training from scratch{args.label}", "",
              f"Command: `{command}`", "", f"Machine: {machine()}, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads). Timings on a shared, busy machine are noisy; the loss at a "
-             "step count is not.", "",
+             f"({torch.get_num_threads()} threads)"
+             + (f", 5-minute load average {load:.1f} at the end" if load is not None else "")
+             + ". Timings on a shared, busy machine are noisy; the loss at a step count is not.", "",
              f"Initialisation: `{init}`, {provenance['steps']} outer steps"
              + (f" ({meta_seconds / 60:.1f} min)" if meta_seconds else "")
              + f"; {json.dumps(meta)}; network width {settings['width']}, {settings['image_size']} px crops, "
