@@ -7,6 +7,7 @@ argument groups of args.py:
     serve     serve                           demo      demo
     train     train classifier|dcgan|style    export    export, quantize, build-engine
     gatys     gatys                           zoo       zoo build
+    meta_style  train meta-style, adapt-style
 
 Building the parser imports nothing heavy: torch, onnx, OpenCV, ONNX Runtime
 and grpc are imported inside the function that runs a command, so
@@ -25,12 +26,12 @@ import sys
 from collections.abc import Sequence
 
 from artforge import __version__
-from artforge.cli import demo, export, gatys, runtime, serve, stylize, train, zoo
+from artforge.cli import demo, export, gatys, meta_style, runtime, serve, stylize, train, zoo
 from artforge.cli.args import HelpFormatter, Parser, add_subcommands
 from artforge.errors import ArtforgeError
 
 #: command groups in the order `artforge --help` lists their commands
-COMMAND_GROUPS = (runtime, stylize, serve, demo, train, gatys, export, zoo)
+COMMAND_GROUPS = (runtime, stylize, serve, demo, train, meta_style, gatys, export, zoo)
 #: what a shell reports for a process ended by SIGPIPE (128 + 13)
 EXIT_BROKEN_PIPE = 141
 

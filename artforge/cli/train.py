@@ -1,4 +1,5 @@
-"""`artforge train classifier | dcgan | style`: the trainers' options, over their config dataclasses.
+"""`artforge train classifier | dcgan | style`: the trainers' options, over their config dataclasses
+(`train meta-style` is added by meta_style.py).
 
 Every default comes from artforge/training/configs.py and every preset from
 artforge/training/presets.py (plain Python), so `--help` shows them without
@@ -59,6 +60,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _preset_option(parser)
     _style(parser)
     _preset_defaults(parser, "style")
+    # meta-style builds on this module's option groups, so it is imported here, not at the top.
+    from artforge.cli.meta_style import add_train_meta_style
+
+    add_train_meta_style(kinds)
 
 
 def _preset_text(kind: str) -> str:
@@ -211,6 +216,8 @@ def _style(parser: argparse.ArgumentParser) -> None:
                              "relu1_2... for VGG; default: the network's own)")
     parser.add_argument("--content-layer", default=None, help="loss-network layer of the content loss "
                         "(default: the network's own)")
+    parser.add_argument("--init", default=None, help="start from these weights (a meta-style run, see "
+                        "`artforge adapt-style`, or another style run of the same width) instead of random ones")
     parser.add_argument("--sample-every", type=int, default=d["sample_every"],
                         help="save a content|stylized sample to RUN/samples every N steps")
     _step_cadence(parser, d)

@@ -26,12 +26,13 @@ import onnx
 import torch
 
 from artforge import contract
-from artforge.errors import ModelLoadError
+from artforge.errors import ModelLoadError, WrongKindError
 from artforge.export import repository
 from artforge.export.options import DEFAULT_OPSET, MIN_OPSET
 from artforge.export.verify import verify_model
 from artforge.export.wrappers import ContractWrapper, wrap
 from artforge.training import run_record
+from artforge.training.configs import META_STYLE_KIND
 
 # Used when a classifier artifact does not record its input size (EfficientNet-Lite0's native size).
 DEFAULT_INPUT_SIZE = 224
@@ -83,6 +84,11 @@ def load_run(run: Path | str) -> LoadedRun:
     artifact = _read_artifact(run)
     source = run / "model.pt" if run.is_dir() else run
     kind, arch = artifact["kind"], artifact["arch"]
+    if kind == META_STYLE_KIND:
+        # A meta-learned initialisation reproduces its input, re-rendered: serving it would look like a broken
+        # stylizer, so it is refused with the step that makes a stylizer of it.
+        raise WrongKindError(f"{source} is a meta-learned style initialisation, not a stylizer; adapt it to a style "
+                             f"first (artforge adapt-style STYLE_IMAGE --init {run} --out RUN) and export that run")
     if kind not in contract.KINDS:
         raise ModelLoadError(f"{source} holds a model of kind {kind!r}; expected one of {', '.join(contract.KINDS)}")
     if not isinstance(arch, dict):

@@ -157,6 +157,9 @@ class StyleConfig:
     # Loss-network layers (names as in training/losses.py); None: the network's defaults.
     style_layers: tuple[str, ...] | None = None
     content_layer: str | None = None
+    # Start from these weights (a meta-style initialisation or another style run: RUN or its model.pt)
+    # instead of a random initialisation; the width must match.
+    init: str | None = None
     sample_every: int = 200
     checkpoint_every: int = 200
     log_every: int = 10
@@ -218,3 +221,71 @@ class GatysConfig:
         return StyleConfig(style="", data="", out="", loss_network=self.loss_network,
                            content_weight=self.content_weight, style_weight=self.style_weight,
                            tv_weight=self.tv_weight).loss_weight_values()
+
+# ----------------------------------------------------------------- meta-learned style initialisation
+#: the kind of a meta-style run's model.pt: a TransformerNet initialisation, not a stylizer (export refuses it;
+#: `artforge adapt-style` turns it into one)
+META_STYLE_KIND = "meta_style_init"
+#: which parameters the inner loop adapts: every parameter, or only the instance norms' scales and shifts
+INNER_PARAMS = ("all", "norm")
+
+
+@dataclass
+class MetaStyleConfig:
+    """Meta-training (MAML, as in MetaStyle) of a style network's initialisation over many styles.
+
+    The network and loss settings (width .. tv_weight) carry the same names and meaning as StyleConfig's,
+    and adaptation (`artforge adapt-style`) reuses them, so an adapted network is trained the way it
+    was meta-trained. Defaults: see docs/meta_style.md for the measurements behind them.
+    """
+
+    data: str
+    out: str
+    styles: str | None = None  # folder of style images (searched recursively); optional
+    procedural_styles: int = 48  # styles painted by artforge.zoo (painted families and art-style renders)
+    loss_network: str = "efficientnet_lite0"
+    loss_weights: str | None = None
+    width: float = 0.5
+    image_size: int = 128
+    style_size: int = 256
+    batch_size: int = 4
+    content_weight: float | None = None
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    steps: int = 300  # outer (meta) steps
+    tasks_per_step: int = 1  # styles per outer step (the meta-batch)
+    inner_steps: int = 2
+    inner_lr: float = 0.3  # plain gradient descent in the inner loop (MAML)
+    outer_lr: float = 1e-3  # Adam over the initialisation
+    inner_params: str = "all"
+    second_order: bool = False
+    adapt_steps: int = 200  # what `adapt-style` runs by default from this initialisation
+    adapt_lr: float = 1e-3
+    sample_every: int = 50
+    checkpoint_every: int = 10
+    log_every: int = 5
+    seed: int = 0
+    device: str = "auto"
+    max_steps: int | None = None
+    resume: bool = True
+    progress: bool = True
+
+
+@dataclass
+class AdaptStyleConfig:
+    """Fine-tuning a meta-learned initialisation on one style: an ordinary style run started from `init`."""
+
+    style: str
+    out: str
+    init: str | None = None  # meta-style run folder or its model.pt (default: the shipped zoo's)
+    data: str | None = None  # content photos (default: the photos the project ships)
+    steps: int | None = None  # default: the initialisation's adapt_steps
+    lr: float | None = None  # default: the initialisation's adapt_lr
+    sample_every: int = 50
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    max_steps: int | None = None
+    resume: bool = True
+    progress: bool = True

@@ -25,7 +25,7 @@ import torch
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
-from artforge.training.configs import LOSS_NETWORKS, SMOOTHINGS, StyleConfig
+from artforge.training.configs import LOSS_NETWORKS, META_STYLE_KIND, SMOOTHINGS, StyleConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 from artforge.training.losses import PerceptualLoss, build_loss_network
 from artforge.training.progress import StepProgress
@@ -67,6 +67,27 @@ def _validate(cfg: StyleConfig) -> None:
         raise FileNotFoundError(f"style image not found: {cfg.style}")
     if not Path(cfg.data).is_dir():
         raise FileNotFoundError(f"content image folder not found: {cfg.data}")
+    if cfg.init is not None and not Path(cfg.init).exists():
+        raise FileNotFoundError(f"--init {cfg.init} does not exist; pass a meta-style or style run folder "
+                                "(or its model.pt)")
+
+
+def init_weights(path: str | Path, width: float) -> dict[str, torch.Tensor]:
+    """The TransformerNet weights a run starts from: a meta-style initialisation's or a style run's."""
+    try:
+        artifact = common.load_artifact(Path(path))
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:  # torch.load / unpickling failures have many types; all mean "unreadable file"
+        raise ValueError(f"--init {path} cannot be read as a torch checkpoint ({type(exc).__name__})") from None
+    kind, arch = artifact["kind"], artifact["arch"]
+    if kind not in (META_STYLE_KIND, "stylizer") or arch.get("name") != "transformer_net":
+        raise ValueError(f"{path} holds a {kind} ({arch.get('name')}); an initialisation must be a meta-style "
+                         "run (artforge train meta-style) or a style run")
+    if arch.get("width") != width or arch.get("residual_blocks", RESIDUAL_BLOCKS) != RESIDUAL_BLOCKS:
+        raise ValueError(f"{path} holds a network of width {arch.get('width')}; this run's --width is {width}: "
+                         "they must match")
+    return artifact["state_dict"]
 
 
 def _load_style(path: Path, size: int) -> np.ndarray:
@@ -211,6 +232,7 @@ def train(cfg: StyleConfig) -> Path:
     cpu = torch.device("cpu")
     criterion = PerceptualLoss(loss_net, [_to_tensor(image[None], cpu) for image in style_images], weights,
                                options).to(device)
+    init = init_weights(cfg.init, cfg.width) if cfg.init is not None else None
 
     config = asdict(cfg)
     # Lists, as the saved config.json holds them, so that a resume compares like with like.
@@ -228,7 +250,10 @@ def train(cfg: StyleConfig) -> Path:
 
     common.set_seed(cfg.seed)
     net = TransformerNet(width=cfg.width, residual_blocks=RESIDUAL_BLOCKS)
-    _start_at_style_colour(net, style_images[-1])
+    if state is None and init is not None:
+        net.load_state_dict(init)
+    else:
+        _start_at_style_colour(net, style_images[-1])
     net = net.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
 
@@ -307,6 +332,8 @@ def train(cfg: StyleConfig) -> Path:
         "final_losses": history[-1] if history else {}, "seed": cfg.seed,
         **run_record(config, step, cfg.steps, FINISHED if step >= cfg.steps else MAX_STEPS),
     }
+    if cfg.init is not None:
+        provenance["init"] = str(cfg.init)
     common.save_artifact(run, "stylizer", {"name": "transformer_net", "width": cfg.width,
                                            "residual_blocks": RESIDUAL_BLOCKS},
                          net, provenance=provenance, size_multiple=SIZE_MULTIPLE)

@@ -96,9 +96,28 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool, stylized: Path |
         from artforge.training import dcgan
         tiles = _make_tiles(work, out, quick)
         return dcgan.train(configs.DCGANConfig(data=str(tiles / "train"), eval_data=str(tiles / "test"), **settings))
+    if model.kind == "meta_style":
+        from artforge.training import meta_style
+        return meta_style.train(configs.MetaStyleConfig(data=str(data / "content"), **settings))
+    style_image = _style_image(model, out, quick)
+    if model.kind == "adapt_style":
+        from artforge.training import adapt_style
+        init = work / "runs" / "meta_style"
+        if not (init / "model.pt").is_file():
+            init = _train(next(m for m in ZOO if m.kind == "meta_style"), work, out, quick, None)
+        return adapt_style.adapt(configs.AdaptStyleConfig(style=str(style_image), init=str(init),
+                                                          data=str(data / "content"), **settings))
     from artforge.training import style
-    return style.train(configs.StyleConfig(style=str(out / "styles" / f"{model.style}.jpg"),
-                                           data=str(data / "content"), **settings))
+    return style.train(configs.StyleConfig(style=str(style_image), data=str(data / "content"), **settings))
+
+
+def _style_image(model: ZooModel, out: Path, quick: bool) -> Path:
+    """out/styles/<style>.jpg, painted here when _make_data did not (a style image only one model uses)."""
+    assert model.style is not None
+    path = out / "styles" / f"{model.style.replace(':', '_')}.jpg"
+    if not path.is_file():
+        write_image(path, paint_style_image(model.style, size=256 if quick else 512, seed=SEED), quality=90)
+    return path
 
 
 def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = None,
@@ -128,8 +147,10 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
         if model.kind == "classifier":  # after the stylizers: it learns to recognise them
             stylized, data_summary["styles_dataset"] = _stylized_data(work, repo, quick)
         run = _train(model, work, out, quick, stylized)
-        path = export_run(run, repo, name=model.name, version=1, overwrite=True)
         write_bytes_atomic(out / "checkpoints" / f"{model.name}.pt", (Path(run) / "model.pt").read_bytes())
+        if not model.exported:
+            continue
+        path = export_run(run, repo, name=model.name, version=1, overwrite=True)
         print(f"   exported {path}", flush=True)
         if model.kind == "classifier":
             assert stylized is not None
@@ -147,15 +168,15 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
                         tile_grid(Repository(repo).generator(model.name).generate(64, seed=SEED), columns=8))
             print(f"   FD {scores['fd']:.1f} to held-out tiles, recall {scores['recall']:.2f}, "
                   f"near-duplicates {scores['duplicates']:.3f}", flush=True)
-        if model.kind == "style":
+        if model.kind in ("style", "adapt_style"):
             photos = {n: source_photos()[n] for n in datasets.DEFAULT_HOLDOUT}
-            quality = evaluate_stylizer(repo, model.name, out / "styles" / f"{model.style}.jpg", photos)
+            quality = evaluate_stylizer(repo, model.name, _style_image(model, out, quick), photos)
             append_style_evaluation(repo / model.name / "README.md", quality)
             saved = json.loads(style_file.read_text()) if style_file.exists() else {}
             write_json_atomic(style_file, {**saved, model.name: quality})
             print(f"   style metrics {quality['mean']}", flush=True)
     write_json_atomic(out / "data.json", data_summary)
-    stylizers = [m.name for m in ZOO if m.kind == "style" and (repo / m.name).is_dir()]
+    stylizers = [m.name for m in ZOO if m.kind in ("style", "adapt_style") and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:
         contact_sheet(repo, out / "samples", stylizers, sheet)
     final: dict[str, Any] | None = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None

@@ -28,11 +28,17 @@ DCGAN_PRACTICE: dict[str, Any] = {key: value for key, value in preset("dcgan", "
 @dataclass(frozen=True)
 class ZooModel:
     name: str
-    kind: str  # training kind: classifier | dcgan | style
+    kind: str  # training kind: classifier | dcgan | style | meta_style (not exported) | adapt_style
     settings: dict[str, Any]
     #: toy settings for `artforge zoo build --quick` (tests the build, not the model)
     quick: dict[str, Any]
+    #: the style image (a painting.paint_style_image name; its file is styles/<name with : as _>.jpg)
     style: str | None = None
+
+    @property
+    def exported(self) -> bool:
+        """Whether the model goes to the repository (a meta-learned initialisation is only a checkpoint)."""
+        return self.kind != "meta_style"
 
 
 ZOO = (
@@ -42,6 +48,14 @@ ZOO = (
     ZooModel("swirl", "style", style="swirl",
              settings=preset("style", "zoo"),
              quick=dict(width=0.125, image_size=32, batch_size=2, steps=3, style_size=64)),
+    # The meta-learned initialisation `artforge adapt-style` starts from (checkpoints/meta_style.pt; not a
+    # stylizer, so not in the repository): MetaStyleConfig's defaults, procedural styles only.
+    ZooModel("meta_style", "meta_style", settings=dict(),
+             quick=dict(width=0.125, image_size=32, style_size=32, batch_size=2, steps=2, procedural_styles=3,
+                        inner_steps=1, adapt_steps=2)),
+    # Adapted from meta_style by `adapt-style` with its default steps; pointillism is the art-style family
+    # meta-training holds out, so this style image was never seen in meta-training.
+    ZooModel("pointillism", "adapt_style", style="pointillism:chelsea", settings=dict(), quick=dict(steps=2)),
     # After the style networks: its tiles include photos they stylize. The training practice
     # (hinge loss, spectral norm, two time scales, EMA, DiffAugment) is measured in docs/dcgan.md.
     ZooModel("abstract_dcgan", "dcgan",

@@ -48,7 +48,10 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         size = sum(f.stat().st_size for f in files) / 1e6
         what = {"classifier": "which zoo style (or none) made an image (EfficientNet-Lite0, fine-tuned, calibrated)",
                 "dcgan": "DCGAN generator of abstract 64x64 tiles",
-                "style": f"style network, style image `styles/{model.style}.jpg`"}[model.kind]
+                "style": f"style network, style image `styles/{model.style}.jpg`",
+                "adapt_style": "style network adapted in minutes from `checkpoints/meta_style.pt` (`artforge "
+                               f"adapt-style`), style image `styles/{str(model.style).replace(':', '_')}.jpg`",
+                }[model.kind]
         rows.append(f"| [{model.name}](repository/{model.name}/README.md) | {what} | {size:.1f} MB |")
     styles = data_summary.get("styles_dataset", {})
     tiles_file = out / "data_tiles.json"
@@ -61,7 +64,8 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         "| model | what | size |", "|---|---|---:|", *rows, "",
         "- `repository/`: Triton-layout model repository (`<name>/config.pbtxt`, `<name>/1/model.onnx`, "
         "model cards).",
-        "- `checkpoints/`: the PyTorch weights each ONNX file was exported from (for benchmarks and fine-tuning).",
+        "- `checkpoints/`: the PyTorch weights each ONNX file was exported from (for benchmarks and fine-tuning), "
+        "and `meta_style.pt`, the meta-learned style initialisation `artforge adapt-style` starts from.",
         "- `styles/`: the procedurally painted style images.",
         "- `samples/`: photos for the demo.", "",
         "## Data", "",
