@@ -37,7 +37,7 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     tiles = json.loads((out / "data_tiles.json").read_text())
     assert tiles["stylizers"] == ["mosaic", "swirl"]  # the style networks are trained before the DCGAN
     quality = json.loads((out / "style_quality.json").read_text())
-    styles = [m.name for m in ZOO if m.kind == "style"]
+    styles = [m.name for m in ZOO if m.kind in ("style", "adapt_style")]
     assert sorted(quality) == sorted(styles)
     for name in styles:
         assert set(quality[name]["mean"]) == {"colour", "texture", "edges"}
@@ -50,6 +50,8 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert repo.load("pointillism").stylize(photo).shape == photo.shape  # adapted from the meta init
     assert "adaptation" in (out / "repository" / "pointillism" / "README.md").read_text()
     assert len(repo.load("art_style").classify(photo, top_k=2)) == 2
+    # The classifier recognises every stylizer of the zoo, and unstylized photos.
+    assert sorted(repo.load("art_style").metadata.labels) == sorted([*styles, "photo"])
     assert repo.load("abstract_dcgan").generate(2, seed=1)[0].shape == (64, 64, 3)
 
 

@@ -25,6 +25,8 @@ from artforge.training.data import image_folder, list_images, read_rgb
 
 #: the seed of the latents the generator is measured with
 GENERATOR_EVAL_SEED = 2024
+#: smallest style image side the Gabor texture measure works at (its largest kernel is 55 px)
+MIN_STYLE_EVAL_SIZE = 64
 
 #: side of the centre square of each photo a style network is evaluated on
 STYLE_EVAL_SIDE = 256
@@ -125,7 +127,8 @@ def evaluate_stylizer(repo: Path, name: str, style_path: Path, photos: dict[str,
     size it was trained with, edges (edge-map SSIM) against each photo; with the same numbers for the
     photos themselves, unstylized, as the point of comparison."""
     model = Repository(repo).stylizer(name)
-    style_size = int(model.metadata.provenance.get("style_size", STYLE_EVAL_SIDE))
+    # A toy build's style size (32 px) is below what the texture filters can measure.
+    style_size = max(MIN_STYLE_EVAL_SIZE, int(model.metadata.provenance.get("style_size", STYLE_EVAL_SIDE)))
     reference = style_reference(style_path, style_size)
     per_photo, unstylized = {}, {}
     for photo_name, photo in photos.items():
