@@ -37,7 +37,7 @@ IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # of every instance-norm layer, concatenated in layer order), norm_own float32 [N,1] (1: normalise with the
 # input's own statistics instead, as model.onnx does), norm_region int64 [N,4] (y0, y1, x0, x1 in input
 # pixels) -> stylized uint8 [N,H,W,3], norm_moments float32 [N,3,C] (pixel count, sum and sum of squares
-# of each layer's input inside the box, about the mean it normalised with). model.onnx names it in
+# of each layer's input inside the box, about the given mean). model.onnx names it in
 # KEY_TILE_GRAPH; a stylizer exported before this has no tile graph.
 TILE_IO: tuple[tuple[str, ...], tuple[str, ...]] = (("image", "norm_stats", "norm_own", "norm_region"),
                                                       ("stylized", "norm_moments"))

@@ -96,8 +96,8 @@ class _SharedStatsNorm(nn.Module):
     """An instance-norm layer of the tile graph: normalises with the statistics it is given (the whole
     image's) or, where `own` is 1, with the tile's own; and reports the moments of its input over a box.
 
-    The moments are taken about the mean actually used, so the runtime can add them up over tiles
-    without losing precision and turn them into the whole image's mean and variance.
+    The moments are taken about the given mean, so the runtime can add them up over tiles without
+    losing precision (given a close mean) and turn them into the whole image's mean and variance.
     """
 
     def __init__(self, norm: nn.InstanceNorm2d, offset: int):
@@ -129,9 +129,11 @@ class _SharedStatsNorm(nn.Module):
         col_in = ((cols >= region[:, 2:3]) & (cols < region[:, 3:4])).to(x.dtype)  # [N,w]
         mask = row_in[:, None, :, None] * col_in[:, None, None, :]
         count = (row_in.sum(dim=1) * col_in.sum(dim=1))[:, None].expand(-1, self.channels)
-        inside = centred * mask
-        first = inside.sum(dim=(2, 3))
-        second = (inside * centred).sum(dim=(2, 3))
+        # About the given mean, not the one used: with norm_own the runtime does not know the tile's own
+        # mean, and a stats pass given a zero mean gets plain sums.
+        given = (x - stats[:, 0]) * mask
+        first = given.sum(dim=(2, 3))
+        second = (given * given).sum(dim=(2, 3))
         self.moments = torch.stack((count, first, second), dim=1)
         return out
 
@@ -146,7 +148,7 @@ class StylizerTileWrapper(ContractWrapper):
     (mean, variance of every instance-norm layer's C_i channels, concatenated in layer order), `norm_own`
     float32 [N,1] (1: use the tile's own statistics instead) and `norm_region` int64 [N,4] (the box y0, y1,
     x0, x1 whose moments are reported) -> `stylized` uint8 [N,H,W,3] and `norm_moments` float32 [N,3,C]
-    (pixel count, sum and sum of squares of each layer's input about the mean used)."""
+    (pixel count, sum and sum of squares of each layer's input inside the box, about the given mean)."""
 
     kind = contract.STYLIZER
 
