@@ -257,5 +257,6 @@ def verify_tile_graph(wrapper: torch.nn.Module, tile_wrapper: torch.nn.Module, m
     if log is not None:
         log("tile graph " + report.summary())
     if not report.passed:
-        raise ParityError(f"the exported tile graph disagrees with PyTorch ({report.summary()}), so nothing was written")
+        raise ParityError(f"the exported tile graph disagrees with PyTorch ({report.summary()}), "
+                          "so nothing was written")
     return report

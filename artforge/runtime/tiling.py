@@ -182,22 +182,31 @@ class SharedNorm:
         return run
 
 
+#: the stats pass runs on at least this many pixels (the default tile's): measured on a 1400x1400 photo in
+#: 256 px tiles, statistics from a 256 px downscale left tiles 13.9 levels off a whole-image run, from a
+#: 1024 px one 4.0 (docs/decisions.md, "Tiling with the whole image's statistics")
+STATS_MIN_PIXELS = defaults.TILE * defaults.TILE
+
+
 def stats_pixels(layout: TileLayout) -> int:
-    """The stats pass's pixel budget: one tile's, so that tiling with shared statistics needs no more memory
-    than tiling without."""
-    return layout.tile_h * layout.tile_w
+    """The stats pass's pixel budget: one tile's, or the default tile's when that is larger, so that tiling
+    with shared statistics needs no more memory than a default tile (a network's statistics change with the
+    image's scale, so the larger the downscale the closer the tones)."""
+    return max(layout.tile_h * layout.tile_w, STATS_MIN_PIXELS)
 
 
 def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], tile: int = DEFAULT_TILE,
                   overlap: int | None = None, multiple: int = 1, min_size: int = 1,
-                  batch_size: int = 1, norm: SharedNorm | None = None) -> np.ndarray:
+                  batch_size: int = 1, norm: SharedNorm | None = None,
+                  norm_pixels: int | None = None) -> np.ndarray:
     """Stylize an RGB uint8 HxWx3 image tile by tile.
 
     run: a [N,h,w,3] uint8 batch (h, w multiples of `multiple`) -> the same
     shape, stylized; it is called with at most batch_size tiles of one tile
     row at a time, so a caller can stop between calls (by raising). With
     `norm` (the model's tile graph) the tiles run through it instead, with the
-    whole image's normalisation statistics, and `run` is not called.
+    whole image's normalisation statistics, and `run` is not called; its stats
+    pass sees at most `norm_pixels` pixels (default: stats_pixels).
     """
     if overlap is None:
         overlap = default_overlap(tile)
@@ -205,7 +214,8 @@ def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], ti
     layout = plan_tiles(height, width, tile, overlap, multiple, min_size)
     tile_h, tile_w = layout.tile_h, layout.tile_w
     if norm is not None and layout.count > 1:  # one tile is the whole image: its own statistics are the right ones
-        run = norm.tiles(norm.statistics(image, stats_pixels(layout), multiple, min_size))
+        budget = stats_pixels(layout) if norm_pixels is None else norm_pixels
+        run = norm.tiles(norm.statistics(image, budget, multiple, min_size))
     wide = layout.xs[-1] + tile_w  # the padded width the tiles cover
     wy, wx = _weights(layout.ys, tile_h), _weights(layout.xs, tile_w)
     out = np.empty((height, width, 3), dtype=np.uint8)
