@@ -20,7 +20,7 @@ from artforge.export import export_run
 from artforge.models.style_net import TransformerNet
 from artforge.runtime import Repository
 from artforge.runtime.backends import available_backends
-from artforge.runtime.tiling import STATS_MIN_PIXELS, plan_tiles, stats_pixels, stylize_tiled
+from artforge.runtime.tiling import plan_tiles, stats_pixels, stylize_tiled
 from artforge.training import common
 
 BACKENDS = [name for name in ("onnxruntime", "openvino") if name in available_backends()]
@@ -82,12 +82,13 @@ def test_tiles_with_shared_statistics_match_the_whole_image(repo: Path, backend:
         return stylize_tiled(image, model.run_padded, tile=TILE, overlap=OVERLAP, multiple=model.size_multiple,
                              min_size=model.min_size, batch_size=2, norm=norm if shared else None, **kwargs)
 
-    own, shared = _difference(tiled(False), whole), _difference(tiled(True), whole)
-    # The image is under the default stats budget, so the stats pass sees it whole: tones match.
+    own = _difference(tiled(False), whole)
+    # A stats pass that sees the whole image at full size: tones match.
+    shared = _difference(tiled(True, norm_pixels=image.shape[0] * image.shape[1]), whole)
     assert shared <= 3.0 < own, (own, shared)
     # A stats pass on a downscale still beats per-tile statistics (how much depends on the scale: see
     # benchmarks/bench_tiling.py).
-    downscaled = _difference(tiled(True, norm_pixels=128 * 128), whole)
+    downscaled = _difference(tiled(True), whole)  # the default: one tile's pixels
     assert downscaled < own, (own, downscaled)
 
 
@@ -105,14 +106,18 @@ def test_the_stats_pass_never_runs_more_than_one_tile_of_pixels(repo: Path) -> N
     layout = plan_tiles(*image.shape[:2], TILE, OVERLAP, model.size_multiple, model.min_size)
     from dataclasses import replace
 
-    budget = layout.tile_h * layout.tile_w  # one tile's pixels, well under the default budget
+    budget = layout.tile_h * layout.tile_w // 4  # a quarter of a tile
     stylize_tiled(image, model.run_padded, tile=TILE, overlap=OVERLAP, multiple=model.size_multiple,
                   min_size=model.min_size, norm=replace(norm, run=recording), norm_pixels=budget)
     assert len(seen) == 1 + layout.count  # the stats pass, then every tile once
     slack = (model.size_multiple - 1) * (image.shape[0] + image.shape[1])  # padding up to the multiple
     assert all(shape[1] * shape[2] <= budget + slack for shape in seen), seen
-    # By default the budget is one tile or the default tile, whichever is larger: bounded, whatever the image.
-    assert stats_pixels(layout) == max(budget, STATS_MIN_PIXELS)
+    # By default the budget is one tile: tiling with shared statistics needs no more memory than without.
+    seen.clear()
+    stylize_tiled(image, model.run_padded, tile=TILE, overlap=OVERLAP, multiple=model.size_multiple,
+                  min_size=model.min_size, norm=replace(norm, run=recording))
+    assert all(shape[1] * shape[2] <= stats_pixels(layout) + slack for shape in seen), seen
+    assert stats_pixels(layout) == layout.tile_h * layout.tile_w
 
 
 def test_a_model_without_a_tile_graph_tiles_as_before_and_warns_once(repo: Path, tmp_path: Path,

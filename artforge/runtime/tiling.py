@@ -182,17 +182,13 @@ class SharedNorm:
         return run
 
 
-#: the stats pass runs on at least this many pixels (the default tile's): measured on a 1400x1400 photo in
-#: 256 px tiles, statistics from a 256 px downscale left tiles 13.9 levels off a whole-image run, from a
-#: 1024 px one 4.0 (docs/decisions.md, "Tiling with the whole image's statistics")
-STATS_MIN_PIXELS = defaults.TILE * defaults.TILE
-
-
 def stats_pixels(layout: TileLayout) -> int:
-    """The stats pass's pixel budget: one tile's, or the default tile's when that is larger, so that tiling
-    with shared statistics needs no more memory than a default tile (a network's statistics change with the
-    image's scale, so the larger the downscale the closer the tones)."""
-    return max(layout.tile_h * layout.tile_w, STATS_MIN_PIXELS)
+    """The stats pass's default pixel budget: one tile's, so that tiling with shared statistics needs no more
+    memory than tiling without. A network's statistics change with the image's scale, so a larger budget
+    (stylize_tiled's norm_pixels) gives closer tones for more memory: measured on a 1400x1400 photo in
+    256 px tiles, a 256 px stats pass left tiles 13.9 levels off a whole-image run, a 1024 px one 4.0
+    (docs/decisions.md, "Tiling with the whole image's statistics")."""
+    return layout.tile_h * layout.tile_w
 
 
 def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], tile: int = DEFAULT_TILE,

@@ -275,8 +275,7 @@ class ImageRequests:
             fit = max_side or None
             height, width = _fitted(info, fit, options.max_image_pixels)
             tiled = tiling.needs_tiling(height, width, None, options.tile_above_mp)
-            # Tiled: one tile, or the stats pass of the tile graph (runtime/tiling.stats_pixels) when larger.
-            graph_pixels = max(options.tile ** 2, tiling.STATS_MIN_PIXELS) if tiled else height * width
+            graph_pixels = options.tile ** 2 if tiled else height * width  # a tile or the stats pass, no larger
             decode = _decode_bytes(info, options.max_image_pixels, long_side=fit)
             cost = memory.stylize_cost(decode, height * width, graph_pixels)
             async with self._manager.memory.reserve(cost, deadline, f"this {call} request"):
