@@ -30,6 +30,18 @@ IO_NAMES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     STYLIZER: (("image",), ("stylized",)),
 }
 
+# A stylizer's tile graph, a second ONNX file beside model.onnx (TILE_FILE): the same network, but every
+# instance-norm layer normalises with the statistics it is given (the whole image's, so tiles match a
+# whole-image run in tone) and reports its input's moments over a box (to measure those statistics tile
+# by tile). Its shapes: image uint8 [N,H,W,3], norm_stats float32 [N,2,C] (mean and variance per channel
+# of every instance-norm layer, concatenated in layer order), norm_own float32 [N,1] (1: normalise with the
+# input's own statistics instead, as model.onnx does), norm_region int64 [N,4] (y0, y1, x0, x1 in input
+# pixels) -> stylized uint8 [N,H,W,3], norm_moments float32 [N,3,C] (pixel count, sum and sum of squares
+# of each layer's input inside the box, about the given mean). model.onnx names it in
+# KEY_TILE_GRAPH; a stylizer exported before this has no tile graph.
+TILE_IO: tuple[tuple[str, ...], tuple[str, ...]] = (("image", "norm_stats", "norm_own", "norm_region"),
+                                                      ("stylized", "norm_moments"))
+
 # ONNX metadata_props keys (all values are strings).
 KEY_KIND = "artforge.kind"
 KEY_LABELS = "artforge.labels"  # JSON list of class names (classifier)
@@ -40,6 +52,8 @@ KEY_SIZE_MULTIPLE = "artforge.size_multiple"  # stylizer H and W must be multipl
 KEY_MIN_SIZE = "artforge.min_size"  # smallest H and W a stylizer accepts (reflection padding needs it)
 KEY_PROVENANCE = "artforge.provenance"  # JSON: training data, seed, steps, metrics
 KEY_CONTRACT_VERSION = "artforge.contract_version"
+# Stylizers: JSON {"file": TILE_FILE, "sha256": of that file's bytes, "channels": C} (absent on older exports)
+KEY_TILE_GRAPH = "artforge.tile_graph"
 # Reduced-precision variants only (absent on fp32 exports, so older files read unchanged):
 KEY_PRECISION = "artforge.precision"  # fp16 | int8
 KEY_SOURCE_MODEL = "artforge.source_model"  # JSON: name, version, sha256 of the fp32 model it was made from
@@ -47,6 +61,8 @@ KEY_SOURCE_MODEL = "artforge.source_model"  # JSON: name, version, sha256 of the
 CONTRACT_VERSION = "1"
 #: the precisions of a repository variant (<name>_<precision>): `artforge quantize` writes them, "auto" finds them
 VARIANT_PRECISIONS = ("fp16", "int8")
+#: the tile graph's file name in a version folder, beside model.onnx
+TILE_FILE = "model.tile.onnx"
 #: the precisions a TensorRT engine (model.plan) is built at: the builder's choices and what its runtime accepts
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -72,6 +88,8 @@ class ModelMetadata:
     provenance: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None
     source_model: dict[str, Any] = field(default_factory=dict)
+    #: a stylizer's tile graph: {"file", "sha256", "channels"}; empty when it has none (exported before it)
+    tile_graph: dict[str, Any] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
         props = {KEY_KIND: self.kind, KEY_CONTRACT_VERSION: CONTRACT_VERSION,
@@ -89,6 +107,8 @@ class ModelMetadata:
         if self.kind == STYLIZER:
             props[KEY_SIZE_MULTIPLE] = str(self.size_multiple)
             props[KEY_MIN_SIZE] = str(self.min_size)
+            if self.tile_graph:
+                props[KEY_TILE_GRAPH] = json.dumps(self.tile_graph, sort_keys=True)
         return props
 
     @classmethod
@@ -129,6 +149,11 @@ class ModelMetadata:
             raise ModelLoadError(f"{source}: a classifier needs metadata '{KEY_LABELS}'")
         provenance = parse_json(KEY_PROVENANCE, {})
         source_model = parse_json(KEY_SOURCE_MODEL, {})
+        tile_graph = parse_json(KEY_TILE_GRAPH, {})
+        if tile_graph and not (isinstance(tile_graph, dict) and isinstance(tile_graph.get("file"), str)
+                               and isinstance(tile_graph.get("channels"), int) and tile_graph["channels"] > 0):
+            raise ModelLoadError(f"{source}: metadata '{KEY_TILE_GRAPH}' must be a JSON object with a 'file' "
+                                 "name and a positive 'channels' count")
         return cls(
             kind=kind,
             labels=tuple(labels),
@@ -140,6 +165,7 @@ class ModelMetadata:
             provenance=provenance if isinstance(provenance, dict) else {},
             precision=props.get(KEY_PRECISION) or None,
             source_model=source_model if isinstance(source_model, dict) else {},
+            tile_graph=tile_graph if kind == STYLIZER else {},
         )
 
     @property

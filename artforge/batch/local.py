@@ -413,6 +413,23 @@ class _Pipeline:
         finally:
             self.model_seconds[index] += time.perf_counter() - started
 
+    def _call_graph(self, index: int, run: Callable[[tiling.Feeds], tiling.Feeds],
+                    feeds: tiling.Feeds) -> tiling.Feeds:
+        """A tile-graph call (tiling with shared statistics), stoppable and timed like _call."""
+        if self.stop.is_set():
+            raise _Stopped
+        started = time.perf_counter()
+        try:
+            return run(feeds)
+        finally:
+            self.model_seconds[index] += time.perf_counter() - started
+
+    def _shared_norm(self, index: int) -> tiling.SharedNorm | None:
+        norm = self.models[index].shared_norm()
+        if norm is None:
+            return None
+        return dataclasses.replace(norm, run=functools.partial(self._call_graph, index, norm.run))
+
     def _run(self, items: list[_Item]) -> None:
         for index, model in enumerate(self.models):
             rows = [item for item in items if index in item.targets]
@@ -425,7 +442,8 @@ class _Pipeline:
                     styled = [tiling.stylize_tiled(item.input.rgb, functools.partial(self._call, index),
                                                    tile=self.tile_size, overlap=self.overlap,
                                                    multiple=model.size_multiple, min_size=model.min_size,
-                                                   batch_size=self._tiles_per_call())]
+                                                   batch_size=self._tiles_per_call(),
+                                                   norm=self._shared_norm(index))]
                 else:
                     geometry = (model.size_multiple, model.min_size)
                     out = self._call(index, pipeline.stack([item.padded[geometry] for item in rows]))

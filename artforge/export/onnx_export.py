@@ -29,8 +29,8 @@ from artforge import contract
 from artforge.errors import ModelLoadError, WrongKindError
 from artforge.export import repository
 from artforge.export.options import DEFAULT_OPSET, MIN_OPSET
-from artforge.export.verify import verify_model
-from artforge.export.wrappers import ContractWrapper, wrap
+from artforge.export.verify import verify_model, verify_tile_graph
+from artforge.export.wrappers import ContractWrapper, StylizerTileWrapper, wrap
 from artforge.training import run_record
 from artforge.training.configs import META_STYLE_KIND
 
@@ -51,6 +51,8 @@ class LoadedRun:
     wrapper: ContractWrapper
     metadata: contract.ModelMetadata
     example: torch.Tensor
+    #: a stylizer's tile graph wrapper (contract.TILE_IO), None for other kinds
+    tile_wrapper: StylizerTileWrapper | None = None
 
     @property
     def kind(self) -> str:
@@ -135,6 +137,9 @@ def load_run(run: Path | str) -> LoadedRun:
         example = torch.randint(0, 256, (_EXAMPLE_BATCH, side, side, 3), dtype=torch.uint8)
         metadata = contract.ModelMetadata(kind=kind, size_multiple=multiple, min_size=max(MIN_SIZE, multiple),
                                           provenance=provenance)
+        tile_wrapper = StylizerTileWrapper(net, multiple)
+        return LoadedRun(run=run, wrapper=wrapper.eval(), metadata=metadata, example=example,
+                         tile_wrapper=tile_wrapper.eval())
     return LoadedRun(run=run, wrapper=wrapper.eval(), metadata=metadata, example=example)
 
 
@@ -153,7 +158,7 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _dynamic_shapes(loaded: LoadedRun) -> dict[str, dict[int, Any]]:
+def _dynamic_shapes(loaded: LoadedRun, tile: bool = False) -> dict[str, dict[int, Any]]:
     from torch.export import Dim
 
     batch = Dim("batch", min=1)
@@ -165,6 +170,8 @@ def _dynamic_shapes(loaded: LoadedRun) -> dict[str, dict[int, Any]]:
         m = loaded.metadata.size_multiple
         axes[1] = m * Dim("height_units", min=2) if m > 1 else Dim("height", min=2)
         axes[2] = m * Dim("width_units", min=2) if m > 1 else Dim("width", min=2)
+    if tile:  # the tile graph's other inputs share the image's batch axis
+        return {name: axes if i == 0 else {0: batch} for i, name in enumerate(contract.TILE_IO[0])}
     return {loaded.wrapper.input_names[0]: axes}
 
 
@@ -172,9 +179,10 @@ def _rename_dims(model: onnx.ModelProto, kind: str) -> None:
     """Give the dynamic axes plain names (batch, height, width) across the graph."""
     names = ["batch", "height", "width"] if kind == contract.STYLIZER else ["batch"]
     mapping = {}
-    for dim, new in zip(model.graph.input[0].type.tensor_type.shape.dim, names, strict=False):
-        if dim.dim_param:
-            mapping[dim.dim_param] = new
+    for value in model.graph.input:  # the tile graph's extra inputs name only the batch axis
+        for dim, new in zip(value.type.tensor_type.shape.dim, names, strict=False):
+            if dim.dim_param and dim.dim_param not in mapping:
+                mapping[dim.dim_param] = new
     values = [*model.graph.input, *model.graph.output, *model.graph.value_info]
     for value in values:
         for dim in value.type.tensor_type.shape.dim:
@@ -187,16 +195,31 @@ def _check_opset(opset: int) -> None:
         raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET}..{onnx.defs.onnx_opset_version()}")
 
 
-def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Trace the wrapper with dynamic axes and return the constant-folded, self-contained ONNX model."""
+def _tile_example(loaded: LoadedRun) -> tuple[torch.Tensor, ...]:
+    assert loaded.tile_wrapper is not None
+    count, channels = loaded.example.shape[0], loaded.tile_wrapper.channels
+    side = loaded.example.shape[1]
+    return (loaded.example, torch.ones((count, 2, channels)), torch.zeros((count, 1)),
+            torch.tensor([[0, side, 0, side]] * count, dtype=torch.int64))
+
+
+def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET, tile: bool = False) -> onnx.ModelProto:
+    """Trace the wrapper (with `tile`, the stylizer's tile graph) with dynamic axes and return the
+    constant-folded, self-contained ONNX model."""
     _check_opset(opset)
-    wrapper = loaded.wrapper
+    wrapper: torch.nn.Module = loaded.wrapper
+    example: tuple[torch.Tensor, ...] = (loaded.example,)
+    names = (loaded.wrapper.input_names, loaded.wrapper.output_names)
+    if tile:
+        if loaded.tile_wrapper is None:
+            raise ModelLoadError(f"the {loaded.kind} in {loaded.run} has no tile graph (only stylizers do)")
+        wrapper, example, names = loaded.tile_wrapper, _tile_example(loaded), contract.TILE_IO
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
-                wrapper, (loaded.example,), dynamo=True, opset_version=opset,
-                input_names=list(wrapper.input_names), output_names=list(wrapper.output_names),
-                dynamic_shapes=_dynamic_shapes(loaded),
+                wrapper, example, dynamo=True, opset_version=opset,
+                input_names=list(names[0]), output_names=list(names[1]),
+                dynamic_shapes=_dynamic_shapes(loaded, tile),
                 optimize=True,  # onnxscript's optimizer: constant folding, batch-norm fusion
                 external_data=False, verbose=False)
     except Exception as exc:  # the exporter raises many internal types; the first line names the problem
@@ -206,8 +229,18 @@ def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET) -> onnx.ModelProt
         raise ModelLoadError(f"the ONNX exporter returned nothing for the {loaded.kind} in {loaded.run}")
     model = program.model_proto
     _rename_dims(model, loaded.kind)
-    model.doc_string = f"artforge {loaded.kind}"
+    model.doc_string = f"artforge {loaded.kind}{' tile graph' if tile else ''}"
     return model
+
+
+def with_tile_graph(metadata: contract.ModelMetadata, tile_model: onnx.ModelProto,
+                    channels: int) -> contract.ModelMetadata:
+    """`metadata` naming `tile_model` as its tile graph (its sha256 binds the two files together)."""
+    import hashlib
+    from dataclasses import replace
+
+    digest = hashlib.sha256(tile_model.SerializeToString()).hexdigest()
+    return replace(metadata, tile_graph={"file": contract.TILE_FILE, "sha256": digest, "channels": channels})
 
 
 def set_metadata(model: onnx.ModelProto, metadata: contract.ModelMetadata) -> None:
@@ -226,18 +259,27 @@ def _versions() -> dict[str, str]:
 
 def publish(wrapper: torch.nn.Module, model: onnx.ModelProto, metadata: contract.ModelMetadata, repo: Path | str,
             name: str, *, version: int | None = None, verify: bool = True, overwrite: bool = False,
-            export_info: dict[str, Any] | None = None, log: Log | None = print) -> Path:
-    """Verify `model` against `wrapper`, then write it to the repository; nothing is written if it disagrees."""
+            export_info: dict[str, Any] | None = None, log: Log | None = print,
+            tile: tuple[StylizerTileWrapper, onnx.ModelProto] | None = None) -> Path:
+    """Verify `model` against `wrapper` (and a stylizer's tile graph against its wrapper), then write them to
+    the repository; nothing is written if either disagrees."""
+    from artforge.export.verify import check_graph, check_tile_graph
+
+    if tile is not None:
+        metadata = with_tile_graph(metadata, tile[1], tile[0].channels)
     set_metadata(model, metadata)
     if verify:
         report = verify_model(wrapper, model, metadata, log=log).to_dict()
+        if tile is not None:
+            report["tile_graph"] = verify_tile_graph(wrapper, tile[0], tile[1], metadata, log=log).to_dict()
     else:
-        from artforge.export.verify import check_graph
-
         check_graph(model, metadata.kind)
+        if tile is not None:
+            check_tile_graph(tile[1])
         report = None
+    extra = {contract.TILE_FILE: tile[1]} if tile is not None else {}
     return repository.write_model(Path(repo), name, model, metadata, version=version, parity=report,
-                                  export_info=export_info, overwrite=overwrite)
+                                  export_info=export_info, overwrite=overwrite, extra_models=extra)
 
 
 def _display_path(path: Path) -> str:
@@ -278,8 +320,11 @@ def export_run(run: Path | str, repo: Path | str, name: str | None = None, versi
         # On stderr even when quiet: the card says it too, but nobody reads a card at export time.
         print(f"artforge: warning: {warning}", file=sys.stderr, flush=True)
     model = export_onnx(loaded, opset)
+    tile = None
+    if loaded.tile_wrapper is not None:
+        tile = (loaded.tile_wrapper, export_onnx(loaded, opset, tile=True))
     info = {"source run": _display_path(Path(run)), "exported at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "opset": opset, "exporter": "torch.onnx.export(dynamo=True)", **_versions()}
     path = publish(loaded.wrapper, model, loaded.metadata, repo, name, version=version, verify=verify,
-                   overwrite=overwrite, export_info=info, log=log)
+                   overwrite=overwrite, export_info=info, log=log, tile=tile)
     return path

@@ -541,7 +541,9 @@ def make_variant(repo: Path | str, name: str, precision: str, *, version: int | 
                 "excluded_nodes": list(settings.exclude), "auto_excluded": auto,
                 "sensitivity": ranking[:10],
             }
-        variant_meta = replace(meta, precision=precision, source_model={
+        # The variant has no tile graph of its own (its folder holds model.onnx only), so it tiles as
+        # models exported before tile graphs do.
+        variant_meta = replace(meta, precision=precision, tile_graph={}, source_model={
             "name": name, "version": source_version, "sha256": file_sha256(source_path)})
         kept = {k: v for k, v in props.items() if not k.startswith("artforge.")}
         del model.metadata_props[:]

@@ -300,8 +300,10 @@ def _check_compatible(model_dir: Path, version: int, files: dict[str, str], over
 
 def write_model(repo: Path, name: str, model: onnx.ModelProto, metadata: contract.ModelMetadata, *,
                 version: int | None = None, parity: dict[str, Any] | None = None,
-                export_info: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Write `model` as <repo>/<name>/<version>/model.onnx with its config, labels and card.
+                export_info: dict[str, Any] | None = None, overwrite: bool = False,
+                extra_models: dict[str, onnx.ModelProto] | None = None) -> Path:
+    """Write `model` as <repo>/<name>/<version>/model.onnx with its config, labels and card, and
+    `extra_models` (file name -> graph: a stylizer's tile graph) beside it in the same version folder.
 
     Returns the path of model.onnx. Refuses an existing version folder unless `overwrite`.
     """
@@ -333,6 +335,8 @@ def write_model(repo: Path, name: str, model: onnx.ModelProto, metadata: contrac
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the renamed folder must be readable
     try:
         _write_bytes(staging / MODEL_FILE, payload)
+        for filename, extra in (extra_models or {}).items():
+            _write_bytes(staging / filename, extra.SerializeToString())
         # Shared files first: a server that notices the new version must find a config that describes it.
         for filename, text in files.items():
             write_bytes_atomic(model_dir / filename, text.encode())

@@ -197,3 +197,66 @@ def verify_model(wrapper: torch.nn.Module, model: onnx.ModelProto, metadata: con
             f"{worst.max_abs_diff:.3g}, {worst.mismatch_fraction:.2%} mismatched; allowed: {report.tolerance}), "
             "so nothing was written")
     return report
+
+
+def check_tile_graph(model: onnx.ModelProto) -> None:
+    """onnx.checker plus the tile graph's boundary names (contract.TILE_IO)."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ParityError(f"the exported tile graph is not a valid ONNX model: {str(exc).splitlines()[0]}") from exc
+    got = (tuple(i.name for i in model.graph.input), tuple(o.name for o in model.graph.output))
+    if got != contract.TILE_IO:
+        raise ParityError(f"the exported tile graph has inputs {got[0]} and outputs {got[1]}; "
+                          f"the contract needs {contract.TILE_IO[0]} -> {contract.TILE_IO[1]}")
+
+
+#: the tile graph's moments: float32 sums over up to a few thousand pixels, so a relative tolerance
+MOMENTS_RTOL = 1e-3
+
+
+def verify_tile_graph(wrapper: torch.nn.Module, tile_wrapper: torch.nn.Module, model: onnx.ModelProto,
+                      metadata: contract.ModelMetadata, *, seed: int = 0, threads: int = 2,
+                      log: Callable[[str], None] | None = print) -> ParityReport:
+    """The tile graph under ONNX Runtime against its PyTorch wrapper (images and moments), and, with the
+    tile's own statistics, against the whole-image wrapper: tiling with given statistics must be the same
+    network. Raise ParityError if any disagrees."""
+    check_tile_graph(model)
+    try:
+        session = _session(model, threads)
+    except Exception as exc:
+        raise ParityError(f"ONNX Runtime cannot load the exported tile graph: {_first_line(exc)}") from exc
+    channels = int(tile_wrapper.channels)
+    rng = np.random.default_rng(seed)
+    cases = []
+    with torch.inference_mode():
+        for i, image in enumerate(parity_inputs(contract.STYLIZER, metadata, seed)):
+            count, height, width = image.shape[:3]
+            own = np.full((count, 1), 1.0 if i == 0 else 0.0, np.float32)
+            stats = np.stack([rng.normal(0, 1, (count, channels)), rng.uniform(0.5, 4, (count, channels))],
+                             axis=1).astype(np.float32)
+            region = np.array([[0, height // 2, width // 4, width]] * count, np.int64)
+            feeds = {"image": image, "norm_stats": stats, "norm_own": own, "norm_region": region}
+            expected = tile_wrapper(*(torch.from_numpy(feeds[name]) for name in contract.TILE_IO[0]))
+            try:
+                got = session.run(None, feeds)
+            except Exception as exc:
+                raise ParityError(f"ONNX Runtime fails to run the exported tile graph on input {list(image.shape)}: "
+                                  f"{_first_line(exc)}") from exc
+            cases.append(_compare(contract.STYLIZER, image, expected[0].numpy(), got[0]))
+            if i == 0:  # own statistics: the whole-image network's pixels
+                cases.append(_compare(contract.STYLIZER, image, wrapper(torch.from_numpy(image)).numpy(), got[0]))
+            want, have = expected[1].numpy().astype(np.float64), got[1].astype(np.float64)
+            scale = np.abs(want).max(axis=-1, keepdims=True) + 1e-6  # per layer-quantity row
+            worst = float((np.abs(want - have) / scale).max(initial=0.0))
+            cases.append(CaseResult(tuple(image.shape), tuple(have.shape), worst, 0.0 if worst <= MOMENTS_RTOL else 1.0,
+                                    worst <= MOMENTS_RTOL))
+    report = ParityReport(kind=contract.STYLIZER, provider="CPUExecutionProvider", cases=tuple(cases),
+                          tolerance=f"images: <= {UINT8_MAX_LEVELS} level off on >= {UINT8_MIN_AGREEMENT:.1%} of "
+                                    f"pixels; moments: relative {MOMENTS_RTOL:g}")
+    if log is not None:
+        log("tile graph " + report.summary())
+    if not report.passed:
+        raise ParityError(f"the exported tile graph disagrees with PyTorch ({report.summary()}), "
+                          "so nothing was written")
+    return report

@@ -7,6 +7,8 @@ specs, sizes, batch limit) is resolved in __init__.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -15,8 +17,9 @@ import numpy as np
 
 from artforge import contract, defaults
 from artforge.contract import ModelMetadata
-from artforge.errors import InvalidInputError, ModelLoadError, ResourceExhaustedError
-from artforge.runtime import pipeline
+from artforge.errors import ArtforgeError, InvalidInputError, ModelLoadError, ResourceExhaustedError
+from artforge.files import file_sha256
+from artforge.runtime import pipeline, tiling
 from artforge.runtime.backends import Backend, TensorSpec, create_backend
 from artforge.runtime.imageio import DEFAULT_MAX_PIXELS, ImageLike
 from artforge.runtime.pipeline import StylizeInput
@@ -32,6 +35,8 @@ _TENSORS: dict[str, dict[str, tuple[np.dtype, int]]] = {
 }
 #: most images one generate() call may ask for
 MAX_GENERATE = 4096
+
+log = logging.getLogger(__name__)
 
 
 def read_metadata(backend: Backend, source: str) -> ModelMetadata:
@@ -241,6 +246,46 @@ class Stylizer(Model):
     def _configure(self) -> None:
         self.size_multiple = self.metadata.size_multiple
         self.min_size = self.metadata.min_size
+        self._tile_lock = threading.Lock()
+        self._tile_graph: tiling.SharedNorm | None = None
+        self._tile_graph_checked = False
+
+    def shared_norm(self) -> tiling.SharedNorm | None:
+        """The tile graph, which normalises tiles with the whole image's statistics (loaded on first use,
+        with this model's backend and options), or None for a model without one: its tiles then use their
+        own statistics, as before tile graphs, and a warning says so once."""
+        with self._tile_lock:
+            if not self._tile_graph_checked:
+                self._tile_graph_checked = True
+                problem = self._load_tile_graph()
+                if problem:
+                    log.warning("%s: %s, so its tiles are normalised with their own statistics and may differ in "
+                                "tone from a whole-image run; re-export it with `artforge export` to fix that",
+                                self.name, problem)
+            return self._tile_graph
+
+    def _load_tile_graph(self) -> str | None:
+        """Load the tile graph into self._tile_graph, or say why not."""
+        info = self.metadata.tile_graph
+        if not info:
+            return "the model has no tile graph (it was exported before tile graphs, or is a precision variant)"
+        artifact = Path(self.backend.artifact)
+        path = self.backend.path.with_name(f"{Path(info['file']).stem}{artifact.suffix}")
+        if not path.is_file():
+            return f"its tile graph {path.name} is missing"
+        if path.suffix == ".onnx" and info.get("sha256") and file_sha256(path) != info["sha256"]:
+            return f"its tile graph {path.name} does not belong to this model.onnx (sha256 differs)"
+        try:
+            backend = type(self.backend)(path, option=getattr(self.backend, "option", None),
+                                         threads=getattr(self.backend, "threads", None),
+                                         reason=f"the tile graph of {self.name}")
+        except ArtforgeError as error:
+            return f"its tile graph cannot be loaded ({error})"
+        names = ({s.name for s in backend.inputs}, {s.name for s in backend.outputs})
+        if names[0] != set(contract.TILE_IO[0]) or not set(contract.TILE_IO[1]) <= names[1]:
+            return f"its tile graph {path.name} does not have the contract's inputs and outputs"
+        self._tile_graph = tiling.SharedNorm(backend.run, int(info["channels"]))
+        return None
 
     def prepare(self, image: ImageLike, max_side: int | None = None, source: str | None = None) -> StylizeInput:
         """Decode one image for this model (see pipeline.stylize_input)."""

@@ -8,10 +8,18 @@ blends exactly, and a tile's outer edge (the image border) keeps full
 weight.
 
 Why the details:
-- The networks use instance normalisation, so a tile's statistics differ a
-  little from the whole image's; a generous overlap and the feathering hide
-  the step. Tiles are as large as allowed (the tile size is shrunk per image
-  only to spread the overlap evenly, never below what the overlap needs).
+- The networks use instance normalisation: run alone, a tile is normalised
+  with its own statistics, so its tone drifts from a whole-image run (31
+  levels on average for a 1400x1400 photo in 256 px tiles, with blotches and
+  visible tile blocks). A stylizer exported with a tile graph (contract.TILE_IO)
+  avoids that: one stats pass runs the tile graph on the whole image,
+  downscaled to at most one tile's pixels (so memory stays bounded by the
+  tile), and reads every instance-norm layer's mean and variance; every tile
+  is then normalised with those (SharedNorm). Models exported before tile
+  graphs keep per-tile statistics (a one-time warning says so). The overlap
+  and feathering hide what is left at the seams. Tiles are as large as
+  allowed (the tile size is shrunk per image only to spread the overlap
+  evenly, never below what the overlap needs).
 - Tile sizes and positions are multiples of the model's size multiple (its
   total stride), so every tile samples the image on the same grid as a
   whole-image run; the image is conceptually padded to that multiple by
@@ -133,20 +141,77 @@ def _crop(image: np.ndarray, y: int, x: int, tile_h: int, tile_w: int) -> np.nda
     return cv2.copyMakeBorder(part, 0, bottom, 0, right, border)
 
 
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SharedNorm:
+    """A stylizer's tile graph (contract.TILE_IO), which normalises tiles with statistics it is given.
+
+    run: the tile graph's feeds -> its outputs (by name); channels: C of norm_stats [N,2,C].
+    """
+
+    run: Callable[[Feeds], Feeds]
+    channels: int
+
+    def statistics(self, image: np.ndarray, pixels: int, multiple: int = 1, min_size: int = 1) -> np.ndarray:
+        """float32 [2,C]: every instance-norm layer's per-channel mean and variance on `image`, downscaled
+        to at most `pixels` pixels (one graph run of that size: the memory bound)."""
+        height, width = image.shape[:2]
+        scale = min(1.0, (pixels / (height * width)) ** 0.5)
+        small = image if scale >= 1 else cv2.resize(
+            image, (max(1, int(width * scale)), max(1, int(height * scale))), interpolation=cv2.INTER_AREA)
+        # Padding up to the multiple adds fewer than `multiple` rows and columns: within the bound's slack.
+        padded = pipeline.pad_to_multiple(small, multiple, min_size)
+        h, w = padded.shape[:2]
+        moments = self.run({"image": padded[np.newaxis], "norm_stats": np.zeros((1, 2, self.channels), np.float32),
+                            "norm_own": np.ones((1, 1), np.float32),
+                            "norm_region": np.array([[0, h, 0, w]], np.int64)})["norm_moments"][0]
+        count, first, second = moments.astype(np.float64)  # about a given mean of 0: plain sums
+        mean = first / count
+        variance = np.maximum(second / count - mean * mean, 0.0)
+        return np.stack([mean, variance]).astype(np.float32)
+
+    def tiles(self, stats: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """A tile runner for stylize_tiled: [N,h,w,3] uint8 -> stylized, normalised with `stats`."""
+        def run(batch: np.ndarray) -> np.ndarray:
+            count, height, width = batch.shape[:3]
+            return self.run({"image": batch, "norm_stats": np.broadcast_to(stats, (count, *stats.shape)).copy(),
+                             "norm_own": np.zeros((count, 1), np.float32),
+                             "norm_region": np.array([[0, height, 0, width]] * count, np.int64)})["stylized"]
+        return run
+
+
+def stats_pixels(layout: TileLayout) -> int:
+    """The stats pass's default pixel budget: one tile's, so that tiling with shared statistics needs no more
+    memory than tiling without. A network's statistics change with the image's scale, so a larger budget
+    (stylize_tiled's norm_pixels) gives closer tones for more memory: measured on a 1400x1400 photo in
+    256 px tiles, a 256 px stats pass left tiles 13.9 levels off a whole-image run, a 1024 px one 4.0
+    (docs/decisions.md, "Tiling with the whole image's statistics")."""
+    return layout.tile_h * layout.tile_w
+
+
 def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], tile: int = DEFAULT_TILE,
                   overlap: int | None = None, multiple: int = 1, min_size: int = 1,
-                  batch_size: int = 1) -> np.ndarray:
+                  batch_size: int = 1, norm: SharedNorm | None = None,
+                  norm_pixels: int | None = None) -> np.ndarray:
     """Stylize an RGB uint8 HxWx3 image tile by tile.
 
     run: a [N,h,w,3] uint8 batch (h, w multiples of `multiple`) -> the same
     shape, stylized; it is called with at most batch_size tiles of one tile
-    row at a time, so a caller can stop between calls (by raising).
+    row at a time, so a caller can stop between calls (by raising). With
+    `norm` (the model's tile graph) the tiles run through it instead, with the
+    whole image's normalisation statistics, and `run` is not called; its stats
+    pass sees at most `norm_pixels` pixels (default: stats_pixels).
     """
     if overlap is None:
         overlap = default_overlap(tile)
     height, width = image.shape[:2]
     layout = plan_tiles(height, width, tile, overlap, multiple, min_size)
     tile_h, tile_w = layout.tile_h, layout.tile_w
+    if norm is not None and layout.count > 1:  # one tile is the whole image: its own statistics are the right ones
+        budget = stats_pixels(layout) if norm_pixels is None else norm_pixels
+        run = norm.tiles(norm.statistics(image, budget, multiple, min_size))
     wide = layout.xs[-1] + tile_w  # the padded width the tiles cover
     wy, wx = _weights(layout.ys, tile_h), _weights(layout.xs, tile_w)
     out = np.empty((height, width, 3), dtype=np.uint8)

@@ -16,6 +16,7 @@ runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import threading
 import time
@@ -224,15 +225,26 @@ class ImageRequests:
         """
         loop = asyncio.get_running_loop()
         cancelled = threading.Event()
+        # With a tile graph the tiles (and the stats pass, one tile's pixels) run through it directly in this
+        # thread rather than the batcher, which batches model.onnx's single input; the request's memory
+        # reservation already counts one tile's activations.
+        norm = await loop.run_in_executor(None, model.shared_norm)
 
         def run(batch: np.ndarray) -> np.ndarray:
             if cancelled.is_set():
                 raise asyncio.CancelledError
             return asyncio.run_coroutine_threadsafe(self._infer(served, batch, deadline), loop).result()
 
+        def run_graph(feeds: tiling.Feeds) -> tiling.Feeds:
+            if cancelled.is_set():
+                raise asyncio.CancelledError
+            assert norm is not None
+            return norm.run(feeds)
+
         def tiled() -> np.ndarray:
+            shared = None if norm is None else dataclasses.replace(norm, run=run_graph)
             return tiling.stylize_tiled(prepared.rgb, run, tile=self._options.tile,
-                                        multiple=model.size_multiple, min_size=model.min_size)
+                                        multiple=model.size_multiple, min_size=model.min_size, norm=shared)
         try:
             return await loop.run_in_executor(None, tiled)
         except asyncio.CancelledError:
@@ -263,7 +275,7 @@ class ImageRequests:
             fit = max_side or None
             height, width = _fitted(info, fit, options.max_image_pixels)
             tiled = tiling.needs_tiling(height, width, None, options.tile_above_mp)
-            graph_pixels = options.tile ** 2 if tiled else height * width
+            graph_pixels = options.tile ** 2 if tiled else height * width  # a tile or the stats pass, no larger
             decode = _decode_bytes(info, options.max_image_pixels, long_side=fit)
             cost = memory.stylize_cost(decode, height * width, graph_pixels)
             async with self._manager.memory.reserve(cost, deadline, f"this {call} request"):

@@ -584,7 +584,7 @@ class TensorRTBackend(Backend):
         missing = missing_requirements()
         if missing:
             raise ModelLoadError(f"{self.path}: TensorRT cannot run here: {missing}")
-        onnx_file = self.path.with_name("model.onnx")
+        onnx_file = self.path.with_suffix(".onnx")  # model.plan <- model.onnx, model.tile.plan <- model.tile.onnx
         check_plan(self.path, meta, cuda_environment(), file_sha256(onnx_file) if onnx_file.is_file() else None)
         if option is not None and option != meta["precision"]:
             raise ModelLoadError(f"{self.path} was built with precision {meta['precision']}, not {option}; "
