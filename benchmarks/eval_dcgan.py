@@ -13,7 +13,7 @@ The ablation runs are small (width 16, batch 32, --steps steps) so that they
 fit a shared 2-core machine; `--zoo-recipe` also trains the zoo's own settings
 (artforge/zoo/catalog.py: width 32, 2000 steps; ~25 min on 2 idle cores).
 Runs resume, so rerunning after an interruption continues. Writes the
-`dcgan` section of benchmarks/RESULTS.md and benchmarks/plots/dcgan_grid.png
+`dcgan` section of benchmarks/RESULTS.md and benchmarks/plots/dcgan_grid.jpg
 (64 samples of the shipped model next to 64 of the best run).
 """
 
@@ -43,7 +43,7 @@ from artforge.zoo.catalog import DCGAN_PRACTICE, SEED, TILE_SETTINGS, ZOO  # noq
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "zoo" / "repository"
-GRID = Path(__file__).resolve().parent / "plots" / "dcgan_grid.png"
+GRID = Path(__file__).resolve().parent / "plots" / "dcgan_grid.jpg"
 LATENT_SEED = 2024
 
 #: the paper's recipe, spelled out so that changed DCGANConfig defaults do not change the baseline

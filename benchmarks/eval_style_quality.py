@@ -12,7 +12,7 @@ code the zoo build writes into the model cards.
     python benchmarks/eval_style_quality.py [--after REPO | --run NAME=RUN ...] [--styles mosaic,swirl]
 
 Writes the `style-quality` section of benchmarks/RESULTS.md and the contact
-sheet benchmarks/plots/style_quality.png (rows: photos; columns: for each
+sheet benchmarks/plots/style_quality.jpg (rows: photos; columns: for each
 style, its style image, then before and after).
 """
 
@@ -36,7 +36,7 @@ from artforge.zoo.evaluation import centre_square, evaluate_stylizer  # noqa: E4
 from artforge.zoo.photos import source_photos  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SHEET = ROOT / "benchmarks" / "plots" / "style_quality.png"
+SHEET = ROOT / "benchmarks" / "plots" / "style_quality.jpg"
 
 
 def _row(label: str, q: dict) -> str:
@@ -79,7 +79,7 @@ def main() -> None:
                  "Wasserstein distance to the style image's Lab colours, texture = Gabor filter-bank Gram distance "
                  "to the style image at its training size (both lower is closer), edges = edge-map SSIM to the "
                  "photo (higher keeps more of it). Means over the photos. Contact sheet: "
-                 "`plots/style_quality.png` (rows: photos; per style: style image, before, after).", "",
+                 "`plots/style_quality.jpg` (rows: photos; per style: style image, before, after).", "",
                  "| model | colour ↓ | texture ↓ | edges ↑ |", "|---|---:|---:|---:|"]
         columns: list[list[np.ndarray]] = []
         for style in styles:

@@ -179,14 +179,14 @@ def train(args: argparse.Namespace) -> None:
             cells.append(np.concatenate(outs, 1))
             print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
     sheet = np.concatenate(cells, 0)
-    cv2.imwrite(str(ROOT / "benchmarks" / "plots" / "style_loss_ablation.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(ROOT / "benchmarks" / "plots" / "style_loss_ablation.jpg"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     body = ["## Style loss check: short feed-forward trainings, held-out photos", "",
             f"Command: `{command_line()}`  ", f"Machine: {machine()}", "",
             f"TransformerNet width {args.width}, {args.size} px crops of the training photos, batch 4, "
             f"a {args.steps}-step run" + (f" scored at its checkpoint at step {args.stop_at}" if args.stop_at else "")
             + f", style image at {STYLE_SIZE} px; scored on the held-out photos "
             f"({', '.join(DEFAULT_HOLDOUT)}, centre 256 px) never seen in training. Rows of "
-            "`plots/style_loss_ablation.png`: each style x loss, the held-out photos left to right.", "",
+            "`plots/style_loss_ablation.jpg`: each style x loss, the held-out photos left to right.", "",
             *table(rows)]
     write_section(args.section, "\n".join(body))
 
