@@ -11,9 +11,9 @@ models themselves (weights, compiled kernels; measured at load).
 What keeps the estimates bounded: stylize requests over the tiling threshold
 run tile by tile (runtime/tiling.py), so a graph never sees more than one
 tile's pixels per request; the batcher caps the pixels of one merged batch;
-and ONNX Runtime runs without its CPU memory arena (the arena keeps the
-peak of every shape it has seen; see onnxruntime_backend.py), so freed
-activations go back to the allocator.
+and ONNX Runtime's CPU arena hands back the memory of any run over
+RETAIN_PIXELS (onnxruntime_backend.py), so what a session keeps between
+requests is bounded by a run of that size.
 
 The per-pixel figures are measured upper bounds (docs/serving.md, "Memory"),
 not exact accounting: they err high so the bound holds.

@@ -3,7 +3,8 @@
 Precision. OpenVINO's CPU plugin runs float graphs in bf16 by default on CPUs
 that have it (AVX512_BF16 or AMX), which changes results. "fp32" (the default
 here) sets INFERENCE_PRECISION_HINT=f32 so outputs match ONNX Runtime; "bf16"
-is an explicit opt-in ("openvino:bf16") and is refused on CPUs without bf16.
+("openvino:bf16") is refused on CPUs without bf16, and `auto` takes it only
+when its measured deviation is inside the model's accuracy budget (auto.py).
 Measured on a 2-core AMD EPYC (Zen 4) VM, swirl stylizer at 512x512:
 ONNX Runtime 235 ms, OpenVINO f32 173 ms, OpenVINO bf16 91 ms, bf16 at most
 2 levels off f32 (benchmarks/cpu_backends.py; docs/decisions.md, "Backends:
@@ -247,7 +248,7 @@ class OpenVinoBackend(Backend):
         # measured trial in auto.py decides between CPU backends; this score
         # is only the fallback rule.
         return Probe(15, "fp32", "OpenVINO's CPU plugin is installed; fp32 matches ONNX Runtime to float "
-                                 "rounding (bf16 is opt-in)")
+                                 "rounding (bf16 only within the model's accuracy budget)")
 
     @classmethod
     def options(cls) -> tuple[str, ...]:
