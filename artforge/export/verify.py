@@ -226,7 +226,7 @@ def verify_tile_graph(wrapper: torch.nn.Module, tile_wrapper: torch.nn.Module, m
         session = _session(model, threads)
     except Exception as exc:
         raise ParityError(f"ONNX Runtime cannot load the exported tile graph: {_first_line(exc)}") from exc
-    channels = int(tile_wrapper.channels)
+    channels = int(tile_wrapper.channels)  # type: ignore[arg-type]  # a plain int attribute; nn.Module's stub says Tensor | Module
     rng = np.random.default_rng(seed)
     cases = []
     with torch.inference_mode():

@@ -129,7 +129,7 @@ def gabor_gram(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
 def gram_distance(gram: np.ndarray, reference_gram: np.ndarray) -> float:
     """||G - G_ref||_F / ||G_ref||_F: 0 for the same texture statistics; 1 for none of the reference's."""
-    return float(np.linalg.norm(gram - reference_gram) / max(np.linalg.norm(reference_gram), 1e-12))
+    return float(np.linalg.norm(gram - reference_gram)) / max(float(np.linalg.norm(reference_gram)), 1e-12)
 
 
 def texture_distance(image: np.ndarray, reference: np.ndarray, max_side: int = MAX_SIDE) -> float:

@@ -115,8 +115,9 @@ def train_transform(image: np.ndarray, size: int, rng: np.random.Generator) -> n
     if rng.random() < JPEG_CHANCE:
         quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
         ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok:
-            out = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[:, :, ::-1]
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out = decoded[:, :, ::-1]
     brightness, contrast, saturation = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
     pixels = out.astype(np.float32) * brightness
     grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -205,7 +205,8 @@ def _start_at_style_colour(net: TransformerNet, style: np.ndarray) -> None:
     spends its first few hundred steps climbing out of black: a 200-step run
     of the zoo's recipe still looks black, which is most of a user's short
     run. A resumed run replaces these weights with its saved ones."""
-    last = net.decoder[-1].conv
+    last: torch.nn.Conv2d = net.decoder[-1].conv  # type: ignore[assignment]  # nn.Module's __getattr__ is untyped
+    assert last.bias is not None, "the output convolution has a bias"
     with torch.no_grad():
         last.bias.copy_(torch.from_numpy(style.reshape(-1, 3).mean(0)).to(last.bias))
 

@@ -76,7 +76,7 @@ def _stylized_data(work: Path, repo: Path, quick: bool) -> tuple[Path, dict[str,
     (so it follows the zoo: a rebuilt or added stylizer gives a new folder)."""
     stylizers = Repository(repo).names_of_kind("stylizer")
     folder = work / "data" / f"stylized-{stylizer_fingerprint(repo, stylizers)}"
-    sizes = dict(crops_per_photo=1, size=96) if quick else {}
+    sizes: dict[str, Any] = dict(crops_per_photo=1, size=96) if quick else {}
     return folder, render_stylized_dataset(folder, repo, stylizers, seed=SEED, **sizes)
 
 
@@ -170,11 +170,11 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
                   f"near-duplicates {scores['duplicates']:.3f}", flush=True)
         if model.kind in ("style", "adapt_style"):
             photos = {n: source_photos()[n] for n in datasets.DEFAULT_HOLDOUT}
-            quality = evaluate_stylizer(repo, model.name, _style_image(model, out, quick), photos)
-            append_style_evaluation(repo / model.name / "README.md", quality)
+            scored = evaluate_stylizer(repo, model.name, _style_image(model, out, quick), photos)
+            append_style_evaluation(repo / model.name / "README.md", scored)
             saved = json.loads(style_file.read_text()) if style_file.exists() else {}
-            write_json_atomic(style_file, {**saved, model.name: quality})
-            print(f"   style metrics {quality['mean']}", flush=True)
+            write_json_atomic(style_file, {**saved, model.name: scored})
+            print(f"   style metrics {scored['mean']}", flush=True)
     write_json_atomic(out / "data.json", data_summary)
     stylizers = [m.name for m in ZOO if m.kind in ("style", "adapt_style") and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:

@@ -48,7 +48,7 @@ def stylizer_fingerprint(repo: Path, stylizers: Sequence[str]) -> str:
     for name in sorted(stylizers):
         if not artifacts.get(name):
             raise ValueError(f"no readable stylizer {name!r} in {repo}")
-        digest.update(f"{name}:{file_sha256(Path(artifacts[name]))}\n".encode())
+        digest.update(f"{name}:{file_sha256(Path(str(artifacts[name])))}\n".encode())
     return digest.hexdigest()[:12]
 
 
