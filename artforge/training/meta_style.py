@@ -38,10 +38,17 @@ from tqdm import tqdm
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
-from artforge.training.configs import INNER_PARAMS, LOSS_NETWORKS, META_STYLE_KIND, MetaStyleConfig, StyleConfig
+from artforge.training.configs import INNER_PARAMS, META_STYLE_KIND, MetaStyleConfig, StyleConfig
 from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
 from artforge.training.losses import LossNetwork, PerceptualLoss, build_loss_network
-from artforge.training.style import RESIDUAL_BLOCKS, ContentSampler, _load_style, _to_tensor, write_png
+from artforge.training.style import (
+    RESIDUAL_BLOCKS,
+    ContentSampler,
+    _load_style,
+    _to_tensor,
+    check_network_and_loss,
+    write_png,
+)
 from artforge.zoo.painting import PAINTED_STYLES, paint_style_image
 from artforge.zoo.photos import CONTENT_PHOTOS
 
@@ -72,12 +79,7 @@ def style_settings(cfg: MetaStyleConfig | dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(cfg: MetaStyleConfig) -> None:
-    if cfg.width <= 0:
-        raise ValueError(f"--width must be greater than 0 (1.0 is the full network, 0.5 half), got {cfg.width}")
-    if cfg.image_size < 16 or cfg.image_size % SIZE_MULTIPLE:
-        raise ValueError(f"--image-size must be a multiple of {SIZE_MULTIPLE} and at least 16, got {cfg.image_size}")
-    if cfg.style_size < 16:
-        raise ValueError(f"--style-size must be at least 16 pixels, got {cfg.style_size}")
+    check_network_and_loss(cfg)
     for name in ("steps", "batch_size", "tasks_per_step", "inner_steps", "adapt_steps", "sample_every",
                  "checkpoint_every", "log_every"):
         if getattr(cfg, name) <= 0:
@@ -89,14 +91,8 @@ def _validate(cfg: MetaStyleConfig) -> None:
     for name in ("inner_lr", "outer_lr", "adapt_lr"):
         if not getattr(cfg, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be greater than 0, got {getattr(cfg, name)}")
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        value = getattr(cfg, name)
-        if value is not None and value < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
     if cfg.inner_params not in INNER_PARAMS:
         raise ValueError(f"--inner-params must be one of {', '.join(INNER_PARAMS)}, got {cfg.inner_params!r}")
-    if cfg.loss_network not in LOSS_NETWORKS:
-        raise ValueError(f"--loss-network must be one of {', '.join(LOSS_NETWORKS)}, got {cfg.loss_network!r}")
     if not Path(cfg.data).is_dir():
         raise FileNotFoundError(f"content image folder not found: {cfg.data}")
     if cfg.styles is not None and not Path(cfg.styles).is_dir():

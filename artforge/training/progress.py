@@ -44,6 +44,15 @@ def format_values(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
+def write_line(text: str, bar_shown: bool, file: TextIO | None = None) -> None:
+    """One line to `file` (stderr by default), through tqdm when a bar is shown so that it does not tear it."""
+    out = file or sys.stderr
+    if bar_shown:
+        tqdm.write(text, file=out)
+    else:
+        print(text, file=out, flush=True)
+
+
 class StepTimer:
     """Seconds per step of this invocation, from its steps WARMUP_STEPS+1 .. WARMUP_STEPS+MEASURED_STEPS."""
 
@@ -108,11 +117,7 @@ class StepProgress:
 
     def write(self, text: str) -> None:
         """A line that does not tear the bar."""
-        out = self.file or sys.stderr
-        if self.enabled:
-            tqdm.write(text, file=out)
-        else:
-            print(text, file=out, flush=True)
+        write_line(text, self.enabled, self.file)
 
     def update(self, n: int = 1) -> None:
         self.step += n
@@ -157,11 +162,7 @@ class PhaseProgress:
         self.timer = StepTimer()
 
     def write(self, text: str) -> None:
-        out = self.file or sys.stderr
-        if self.enabled:
-            tqdm.write(text, file=out)
-        else:
-            print(text, file=out, flush=True)
+        write_line(text, self.enabled, self.file)
 
     def begin(self, label: str, steps_left: int, extra_seconds: Callable[[float], float] | None = None,
               note: str = "") -> None:

@@ -34,13 +34,24 @@ from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
 RESIDUAL_BLOCKS = 5
 
 
-def _validate(cfg: StyleConfig) -> None:
+def check_network_and_loss(cfg: Any) -> None:
+    """The settings a style network and its loss share across trainers (StyleConfig, MetaStyleConfig)."""
     if cfg.width <= 0:
         raise ValueError(f"--width must be greater than 0 (1.0 is the full network, 0.5 half), got {cfg.width}")
     if cfg.image_size < 16 or cfg.image_size % SIZE_MULTIPLE:
         raise ValueError(f"--image-size must be a multiple of {SIZE_MULTIPLE} and at least 16, got {cfg.image_size}")
     if cfg.style_size < 16:
         raise ValueError(f"--style-size must be at least 16 pixels, got {cfg.style_size}")
+    for name in ("content_weight", "style_weight", "tv_weight"):
+        value = getattr(cfg, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    if cfg.loss_network not in LOSS_NETWORKS:
+        raise ValueError(f"--loss-network must be one of {', '.join(LOSS_NETWORKS)}, got {cfg.loss_network!r}")
+
+
+def _validate(cfg: StyleConfig) -> None:
+    check_network_and_loss(cfg)
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "log_every"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(cfg, name)}")
@@ -48,12 +59,6 @@ def _validate(cfg: StyleConfig) -> None:
         raise ValueError(f"--max-steps must be a positive integer, got {cfg.max_steps}")
     if cfg.lr <= 0:
         raise ValueError(f"--lr must be greater than 0, got {cfg.lr}")
-    for name in ("content_weight", "style_weight", "tv_weight"):
-        value = getattr(cfg, name)
-        if value is not None and value < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
-    if cfg.loss_network not in LOSS_NETWORKS:
-        raise ValueError(f"--loss-network must be one of {', '.join(LOSS_NETWORKS)}, got {cfg.loss_network!r}")
     if cfg.smoothing not in SMOOTHINGS:
         raise ValueError(f"--smoothing must be one of {', '.join(SMOOTHINGS)}, got {cfg.smoothing!r}")
     if cfg.temperature <= 0:
