@@ -52,7 +52,8 @@ KEY_SIZE_MULTIPLE = "artforge.size_multiple"  # stylizer H and W must be multipl
 KEY_MIN_SIZE = "artforge.min_size"  # smallest H and W a stylizer accepts (reflection padding needs it)
 KEY_PROVENANCE = "artforge.provenance"  # JSON: training data, seed, steps, metrics
 KEY_CONTRACT_VERSION = "artforge.contract_version"
-# Stylizers: JSON {"file": TILE_FILE, "sha256": of that file's bytes, "channels": C} (absent on older exports)
+# Stylizers: JSON {"file": TILE_FILE, "sha256": of that file's bytes, "channels": C, "layers": [C_i per
+# instance-norm layer, in order, summing to C]} (absent on older exports; "layers" absent on the first tile graphs)
 KEY_TILE_GRAPH = "artforge.tile_graph"
 # Reduced-precision variants only (absent on fp32 exports, so older files read unchanged):
 KEY_PRECISION = "artforge.precision"  # fp16 | int8
@@ -88,7 +89,7 @@ class ModelMetadata:
     provenance: dict[str, Any] = field(default_factory=dict)
     precision: str | None = None
     source_model: dict[str, Any] = field(default_factory=dict)
-    #: a stylizer's tile graph: {"file", "sha256", "channels"}; empty when it has none (exported before it)
+    #: a stylizer's tile graph: {"file", "sha256", "channels", "layers"}; empty when it has none (exported before it)
     tile_graph: dict[str, Any] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
@@ -154,6 +155,11 @@ class ModelMetadata:
                                and isinstance(tile_graph.get("channels"), int) and tile_graph["channels"] > 0):
             raise ModelLoadError(f"{source}: metadata '{KEY_TILE_GRAPH}' must be a JSON object with a 'file' "
                                  "name and a positive 'channels' count")
+        layers = tile_graph.get("layers") if tile_graph else None
+        if layers is not None and not (isinstance(layers, list) and all(type(c) is int and c > 0 for c in layers)
+                                       and sum(layers) == tile_graph["channels"]):
+            raise ModelLoadError(f"{source}: metadata '{KEY_TILE_GRAPH}' 'layers' must list positive channel "
+                                 "counts that add up to 'channels'")
         return cls(
             kind=kind,
             labels=tuple(labels),

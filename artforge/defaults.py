@@ -17,6 +17,10 @@ TOKEN_ENV = "ARTFORGE_TOKEN"
 TILE_ABOVE_MP = 4.0
 #: the side of a stylizer tile: a style network's buffers for it fit comfortably in memory
 TILE = 1024
+#: how tiles get the whole image's normalisation statistics: "estimate" (from a downscale: one extra small run)
+#: or "exact" (one more pass over the tiles per instance-norm layer: ~15x the time); docs/batch.md measures both
+TILE_STATS = "estimate"
+TILE_STATS_MODES = ("estimate", "exact")
 #: seconds per client call to a server, retries included; a 4K stylization on a busy CPU server takes seconds
 CLIENT_TIMEOUT_S = 60.0
 #: times a client call is retried while the server is unavailable

@@ -17,11 +17,12 @@ import torch
 
 from artforge import contract
 from artforge.cli.args import DEFAULT_ZOO
+from artforge.errors import InvalidInputError
 from artforge.export import export_run
 from artforge.models.style_net import TransformerNet
 from artforge.runtime import Repository
 from artforge.runtime.backends import available_backends
-from artforge.runtime.tiling import plan_tiles, stats_pixels, stylize_tiled
+from artforge.runtime.tiling import _shares, plan_tiles, stats_pixels, stylize_tiled
 from artforge.training import common
 
 BACKENDS = [name for name in ("onnxruntime", "openvino") if name in available_backends()]
@@ -57,6 +58,12 @@ def _image() -> np.ndarray:
     return cv2.resize(photo, (256, 192), interpolation=cv2.INTER_AREA)
 
 
+def _first_layer_channels() -> int:
+    """C of the tiny net's first instance norm (the first block of norm_stats)."""
+    net = TransformerNet(width=0.25, residual_blocks=2)
+    return next(m.num_features for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d))
+
+
 def _difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
@@ -87,10 +94,38 @@ def test_tiles_with_shared_statistics_match_the_whole_image(repo: Path, backend:
     # A stats pass that sees the whole image at full size: tones match.
     shared = _difference(tiled(True, norm_pixels=image.shape[0] * image.shape[1]), whole)
     assert shared <= 3.0 < own, (own, shared)
-    # A stats pass on a downscale still beats per-tile statistics (how much depends on the scale: see
-    # benchmarks/bench_tiling.py).
-    downscaled = _difference(tiled(True), whole)  # the default: one tile's pixels
-    assert downscaled < own, (own, downscaled)
+    # The default estimate, a stats pass on a downscale, still beats per-tile statistics (how much depends on
+    # the scale: see benchmarks/bench_tiling.py) ...
+    estimate = _difference(tiled(True), whole)
+    assert estimate < own, (own, estimate)
+    # ... and the exact statistics, measured through the tiles, match the whole image as closely as a stats pass
+    # over the whole image at full size does (what is left is the overlap's, not the statistics').
+    exact = _difference(tiled(True, tile_stats="exact"), whole)
+    assert exact <= min(3.0, shared + 0.3), (estimate, shared, exact)
+
+
+@pytest.mark.parametrize("starts,size", [((0,), 96), ((0, 72), 96), ((0, 60, 120, 180), 96), ((0, 8, 16), 12)])
+def test_tile_shares_partition_the_axis(starts: tuple[int, ...], size: int) -> None:
+    shares = _shares(starts, size)
+    covered = [start + y for start, (y0, y1) in zip(starts, shares, strict=True) for y in range(y0, y1)]
+    assert covered == list(range(starts[-1] + size))  # every padded row once, in order
+    assert all(0 <= y0 < y1 <= size for y0, y1 in shares)
+
+
+def test_one_pass_over_the_tiles_measures_the_first_layer_exactly(repo: Path) -> None:
+    """The first instance norm sees only convolved pixels: its statistics need no other layer's."""
+    model = Repository(repo).stylizer("tiny", backend="onnxruntime", threads=2)
+    norm = model.shared_norm()
+    assert norm is not None
+    image = _image()
+    layout = plan_tiles(*image.shape[:2], TILE, OVERLAP, model.size_multiple, model.min_size)
+    exact = norm.statistics(image, image.shape[0] * image.shape[1], model.size_multiple, model.min_size)
+    rough = norm.statistics(image, 32 * 32, model.size_multiple, model.min_size)
+    refined = norm.moments(image, layout, rough, batch_size=2)
+    first = slice(0, norm.layers[0])
+    assert norm.layers[0] == _first_layer_channels() and sum(norm.layers) == norm.channels
+    assert np.allclose(refined[:, first], exact[:, first], rtol=2e-3, atol=2e-3)
+    assert not np.allclose(rough[:, first], exact[:, first], rtol=2e-3, atol=2e-3)
 
 
 def test_the_stats_pass_never_runs_more_than_one_tile_of_pixels(repo: Path) -> None:
@@ -118,6 +153,19 @@ def test_the_stats_pass_never_runs_more_than_one_tile_of_pixels(repo: Path) -> N
                   min_size=model.min_size, norm=replace(norm, run=recording))
     assert all(shape[1] * shape[2] <= stats_pixels(layout) + slack for shape in seen), seen
     assert stats_pixels(layout) == layout.tile_h * layout.tile_w
+    # Exact statistics: one more pass over the tiles per layer, each run still one tile.
+    seen.clear()
+    stylize_tiled(image, model.run_padded, tile=TILE, overlap=OVERLAP, multiple=model.size_multiple,
+                  min_size=model.min_size, norm=replace(norm, run=recording), tile_stats="exact")
+    assert len(seen) == 1 + (len(norm.layers) + 1) * layout.count
+    assert all(shape[1:3] == (layout.tile_h, layout.tile_w) for shape in seen[1:]), seen
+
+
+def test_unknown_tile_statistics_mode_is_one_clear_error(repo: Path) -> None:
+    model = Repository(repo).stylizer("tiny", backend="onnxruntime", threads=2)
+    with pytest.raises(InvalidInputError, match="tile statistics must be one of estimate, exact"):
+        stylize_tiled(_image(), model.run_padded, tile=TILE, overlap=OVERLAP, multiple=model.size_multiple,
+                      min_size=model.min_size, norm=model.shared_norm(), tile_stats="precise")
 
 
 def test_a_model_without_a_tile_graph_tiles_as_before_and_warns_once(repo: Path, tmp_path: Path,

@@ -97,10 +97,14 @@ class LocalExecutor:
             raise InvalidInputError(f"the tiling threshold must be a positive number of megapixels, "
                                     f"got {options.tile_above}")
         tiling.check_tiling(tile_size(options), tile_overlap(options))
+        if options.tile_stats not in tiling.TILE_STATS:
+            raise InvalidInputError(f"tile statistics must be one of {', '.join(tiling.TILE_STATS)}, "
+                                    f"got {options.tile_stats!r}")
 
     def pixel_options(self, options: BatchOptions) -> dict[str, Any]:
         return {"format": options.fmt, "quality": options.quality, "max_side": options.max_side,
-                "tile": options.tile, "tile_overlap": tile_overlap(options), "tile_above_mp": options.tile_above}
+                "tile": options.tile, "tile_overlap": tile_overlap(options), "tile_above_mp": options.tile_above,
+                "tile_stats": options.tile_stats}
 
     def tuning_options(self, options: BatchOptions) -> dict[str, Any]:
         return {"batch_size": options.batch_size, "workers": worker_count(options), "max_pixels": options.max_pixels}
@@ -443,7 +447,8 @@ class _Pipeline:
                                                    tile=self.tile_size, overlap=self.overlap,
                                                    multiple=model.size_multiple, min_size=model.min_size,
                                                    batch_size=self._tiles_per_call(),
-                                                   norm=self._shared_norm(index))]
+                                                   norm=self._shared_norm(index),
+                                                   tile_stats=self.options.tile_stats)]
                 else:
                     geometry = (model.size_multiple, model.min_size)
                     out = self._call(index, pipeline.stack([item.padded[geometry] for item in rows]))

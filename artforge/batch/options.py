@@ -34,6 +34,8 @@ class BatchOptions:
     tile_overlap: int | None = None
     #: tile images over this many megapixels, with tile or tiling.DEFAULT_TILE (None: never automatically)
     tile_above: float | None = DEFAULT_TILE_ABOVE_MP
+    #: the tiles' normalisation statistics: "estimate" or "exact" (runtime/tiling.py, stylize_tiled)
+    tile_stats: str = defaults.TILE_STATS
     #: refuse images with more pixels than this
     max_pixels: int = BATCH_MAX_PIXELS
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -49,5 +51,6 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
     """BatchOptions from the `artforge stylize` arguments (the executor checks them)."""
     return BatchOptions(fmt=args.format, quality=args.quality, max_side=args.max_side, tile=args.tile,
                         tile_overlap=args.tile_overlap, tile_above=args.tile_above,
+                        tile_stats=args.tile_stats,
                         max_pixels=round(args.max_pixels * 1e6), batch_size=args.batch_size,
                         workers=args.workers, force=bool(args.force), overwrite=bool(args.overwrite))

@@ -54,6 +54,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="overlap of neighbouring tiles (default: an eighth of the tile)")
     parser.add_argument("--tile-above", type=float, default=DEFAULT_TILE_ABOVE_MP, metavar="MP",
                         help=f"tile images over MP megapixels automatically, in {_TILE} px tiles unless --tile")
+    parser.add_argument("--tile-stats", choices=defaults.TILE_STATS_MODES, default=defaults.TILE_STATS,
+                        help="the tiles' normalisation statistics: estimate (from a downscale of the whole image) or "
+                             "exact (measured through the tiles: matches an untiled run, ~15x the time; "
+                             "docs/batch.md)")
     parser.add_argument("--max-pixels", type=float, default=BATCH_MAX_PIXELS / 1e6, metavar="MP",
                         help="refuse images over MP megapixels, before decoding them")
     parser.add_argument("--workers", type=int, default=None,

@@ -234,13 +234,14 @@ def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET, tile: bool = Fals
 
 
 def with_tile_graph(metadata: contract.ModelMetadata, tile_model: onnx.ModelProto,
-                    channels: int) -> contract.ModelMetadata:
+                    layers: list[int]) -> contract.ModelMetadata:
     """`metadata` naming `tile_model` as its tile graph (its sha256 binds the two files together)."""
     import hashlib
     from dataclasses import replace
 
     digest = hashlib.sha256(tile_model.SerializeToString()).hexdigest()
-    return replace(metadata, tile_graph={"file": contract.TILE_FILE, "sha256": digest, "channels": channels})
+    return replace(metadata, tile_graph={"file": contract.TILE_FILE, "sha256": digest, "channels": sum(layers),
+                                         "layers": layers})
 
 
 def set_metadata(model: onnx.ModelProto, metadata: contract.ModelMetadata) -> None:
@@ -266,7 +267,7 @@ def publish(wrapper: torch.nn.Module, model: onnx.ModelProto, metadata: contract
     from artforge.export.verify import check_graph, check_tile_graph
 
     if tile is not None:
-        metadata = with_tile_graph(metadata, tile[1], tile[0].channels)
+        metadata = with_tile_graph(metadata, tile[1], [layer.channels for layer in tile[0].layers])
     set_metadata(model, metadata)
     if verify:
         report = verify_model(wrapper, model, metadata, log=log).to_dict()

@@ -284,7 +284,7 @@ class Stylizer(Model):
         names = ({s.name for s in backend.inputs}, {s.name for s in backend.outputs})
         if names[0] != set(contract.TILE_IO[0]) or not set(contract.TILE_IO[1]) <= names[1]:
             return f"its tile graph {path.name} does not have the contract's inputs and outputs"
-        self._tile_graph = tiling.SharedNorm(backend.run, int(info["channels"]))
+        self._tile_graph = tiling.SharedNorm(backend.run, int(info["channels"]), tuple(info.get("layers", ())))
         return None
 
     def prepare(self, image: ImageLike, max_side: int | None = None, source: str | None = None) -> StylizeInput:

@@ -32,6 +32,7 @@ Why the details:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ from artforge.errors import InvalidInputError
 from artforge.runtime import pipeline
 
 DEFAULT_TILE = defaults.TILE
+#: how tiles with a tile graph get the whole image's normalisation statistics (stylize_tiled's tile_stats)
+TILE_STATS = defaults.TILE_STATS_MODES
 #: rows finished per step when blending (bounds the temporaries)
 _ROWS = 64
 
@@ -148,11 +151,14 @@ Feeds = dict[str, np.ndarray]
 class SharedNorm:
     """A stylizer's tile graph (contract.TILE_IO), which normalises tiles with statistics it is given.
 
-    run: the tile graph's feeds -> its outputs (by name); channels: C of norm_stats [N,2,C].
+    run: the tile graph's feeds -> its outputs (by name); channels: C of norm_stats [N,2,C]; layers: each
+    instance-norm layer's share of C, in order (empty for the first tile graphs, which did not record them:
+    those can only estimate, see stylize_tiled's tile_stats).
     """
 
     run: Callable[[Feeds], Feeds]
     channels: int
+    layers: tuple[int, ...] = ()
 
     def statistics(self, image: np.ndarray, pixels: int, multiple: int = 1, min_size: int = 1) -> np.ndarray:
         """float32 [2,C]: every instance-norm layer's per-channel mean and variance on `image`, downscaled
@@ -172,6 +178,49 @@ class SharedNorm:
         variance = np.maximum(second / count - mean * mean, 0.0)
         return np.stack([mean, variance]).astype(np.float32)
 
+    def moments(self, image: np.ndarray, layout: TileLayout, stats: np.ndarray, batch_size: int = 1) -> np.ndarray:
+        """float32 [2,C]: every layer's input mean and variance on the whole image at full resolution, measured
+        through the tiles (one pass over them) while they are normalised with `stats`.
+
+        Each tile reports its layers' input moments over its own share of the image (_shares: a partition),
+        so their sums are the whole image's. A layer's figures are exact once every layer before it was
+        given its exact statistics: see exact_statistics.
+        """
+        rows, cols = _shares(layout.ys, layout.tile_h), _shares(layout.xs, layout.tile_w)
+        total = np.zeros((3, self.channels), np.float64)
+        for row, y in enumerate(layout.ys):
+            tiles = [_crop(image, y, x, layout.tile_h, layout.tile_w) for x in layout.xs]
+            for part in pipeline.chunks(len(tiles), max(batch_size, 1)):
+                count = part.stop - part.start
+                regions = np.array([[*rows[row], *cols[col]] for col in range(part.start, part.stop)], np.int64)
+                moments = self.run({"image": pipeline.stack(tiles[part]),
+                                    "norm_stats": np.broadcast_to(stats, (count, *stats.shape)).copy(),
+                                    "norm_own": np.zeros((count, 1), np.float32),
+                                    "norm_region": regions})["norm_moments"]
+                total += moments.astype(np.float64).sum(axis=0)
+        count, first, second = total
+        shift = first / count  # the moments are about the given mean
+        mean = stats[0].astype(np.float64) + shift
+        variance = np.maximum(second / count - shift * shift, 0.0)
+        return np.stack([mean, variance]).astype(np.float32)
+
+    def exact_statistics(self, image: np.ndarray, layout: TileLayout, estimate: np.ndarray,
+                         batch_size: int = 1) -> np.ndarray:
+        """float32 [2,C]: the statistics a whole-image run normalises with, one pass over the tiles per layer.
+
+        Layer i's input depends on the statistics of layers 0..i-1 only, so pass i, given those exactly,
+        measures layer i exactly; the layers after it keep the estimate meanwhile (measured: taking their
+        figures from a pass whose earlier layers are not yet exact makes them worse than the estimate,
+        and they diverge). Memory stays one tile's; time is one tiled run per layer.
+        """
+        stats = estimate.copy()
+        offset = 0
+        for channels in self.layers:
+            measured = self.moments(image, layout, stats, batch_size)
+            stats[:, offset:offset + channels] = measured[:, offset:offset + channels]
+            offset += channels
+        return stats
+
     def tiles(self, stats: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """A tile runner for stylize_tiled: [N,h,w,3] uint8 -> stylized, normalised with `stats`."""
         def run(batch: np.ndarray) -> np.ndarray:
@@ -180,6 +229,16 @@ class SharedNorm:
                              "norm_own": np.zeros((count, 1), np.float32),
                              "norm_region": np.array([[0, height, 0, width]] * count, np.int64)})["stylized"]
         return run
+
+
+def _shares(starts: tuple[int, ...], size: int) -> list[tuple[int, int]]:
+    """Per tile along an axis, the part of it (tile coordinates) that is its own: neighbours split their
+    overlap in the middle, so the shares partition the padded axis exactly once. Starts and sizes are
+    multiples of the model's size multiple, and so are the cuts, which keeps them on every layer's grid."""
+    step = math.gcd(*starts, size)
+    cuts = [0] + [(starts[i + 1] + starts[i] + size) // 2 // step * step for i in range(len(starts) - 1)]
+    cuts.append(starts[-1] + size)
+    return [(cuts[i] - start, cuts[i + 1] - start) for i, start in enumerate(starts)]
 
 
 def stats_pixels(layout: TileLayout) -> int:
@@ -194,7 +253,7 @@ def stats_pixels(layout: TileLayout) -> int:
 def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], tile: int = DEFAULT_TILE,
                   overlap: int | None = None, multiple: int = 1, min_size: int = 1,
                   batch_size: int = 1, norm: SharedNorm | None = None,
-                  norm_pixels: int | None = None) -> np.ndarray:
+                  norm_pixels: int | None = None, tile_stats: str = defaults.TILE_STATS) -> np.ndarray:
     """Stylize an RGB uint8 HxWx3 image tile by tile.
 
     run: a [N,h,w,3] uint8 batch (h, w multiples of `multiple`) -> the same
@@ -202,8 +261,14 @@ def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], ti
     row at a time, so a caller can stop between calls (by raising). With
     `norm` (the model's tile graph) the tiles run through it instead, with the
     whole image's normalisation statistics, and `run` is not called; its stats
-    pass sees at most `norm_pixels` pixels (default: stats_pixels).
+    pass sees at most `norm_pixels` pixels (default: stats_pixels). tile_stats:
+    "estimate" normalises every tile with those statistics of a downscale;
+    "exact" then measures them at full resolution through the tiles, one pass
+    per instance-norm layer (SharedNorm.exact_statistics): the tiles match a
+    whole-image run, for that many more tiled runs' time.
     """
+    if tile_stats not in TILE_STATS:
+        raise InvalidInputError(f"tile statistics must be one of {', '.join(TILE_STATS)}, got {tile_stats!r}")
     if overlap is None:
         overlap = default_overlap(tile)
     height, width = image.shape[:2]
@@ -211,7 +276,10 @@ def stylize_tiled(image: np.ndarray, run: Callable[[np.ndarray], np.ndarray], ti
     tile_h, tile_w = layout.tile_h, layout.tile_w
     if norm is not None and layout.count > 1:  # one tile is the whole image: its own statistics are the right ones
         budget = stats_pixels(layout) if norm_pixels is None else norm_pixels
-        run = norm.tiles(norm.statistics(image, budget, multiple, min_size))
+        stats = norm.statistics(image, budget, multiple, min_size)
+        if tile_stats == "exact" and norm.layers:
+            stats = norm.exact_statistics(image, layout, stats, batch_size)
+        run = norm.tiles(stats)
     wide = layout.xs[-1] + tile_w  # the padded width the tiles cover
     wy, wx = _weights(layout.ys, tile_h), _weights(layout.xs, tile_w)
     out = np.empty((height, width, 3), dtype=np.uint8)

@@ -244,7 +244,8 @@ class ImageRequests:
         def tiled() -> np.ndarray:
             shared = None if norm is None else dataclasses.replace(norm, run=run_graph)
             return tiling.stylize_tiled(prepared.rgb, run, tile=self._options.tile,
-                                        multiple=model.size_multiple, min_size=model.min_size, norm=shared)
+                                        multiple=model.size_multiple, min_size=model.min_size, norm=shared,
+                                        tile_stats=self._options.tile_stats)
         try:
             return await loop.run_in_executor(None, tiled)
         except asyncio.CancelledError:

@@ -69,6 +69,8 @@ class ServerOptions:
     #: stylize images over this many megapixels tile by tile, in tile-pixel tiles (as the batch tool does)
     tile_above_mp: float = defaults.TILE_ABOVE_MP
     tile: int = defaults.TILE
+    #: the tiles' normalisation statistics: "estimate" or "exact" (runtime/tiling.py, stylize_tiled)
+    tile_stats: str = defaults.TILE_STATS
 
     # Security
     tls_cert: Path | None = None
