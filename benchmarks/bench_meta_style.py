@@ -107,8 +107,11 @@ def sampler_batch(sampler: ContentSampler) -> int:
     return sampler.batch_size  # type: ignore[attr-defined]
 
 
-def plot_curve(series: dict[str, list[dict[str, float]]], title: str, path: Path) -> None:
-    """Held-out total loss against training seconds, one line per start (OpenCV: no plotting library needed)."""
+def plot_curve(series: dict[str, list[dict[str, float]]], title: str, path: Path,
+               target: tuple[float, float] | None = None) -> None:
+    """Held-out total loss against training seconds, one line per start (OpenCV: no plotting library needed).
+
+    target: (loss, seconds) of the issue's target box, drawn dashed: the converged loss +10 % and 1/5 of its time."""
     w, h, m = 720, 420, 60
     image = np.full((h, w, 3), 255, np.uint8)
     all_points = [p for points in series.values() for p in points]
@@ -122,11 +125,20 @@ def plot_curve(series: dict[str, list[dict[str, float]]], title: str, path: Path
         return int(x), int(y)
 
     cv2.rectangle(image, (m, m), (w - m, h - m), (0, 0, 0), 1)
-    colors = [(200, 60, 30), (30, 120, 200), (40, 160, 60)]
+    if target is not None:
+        loss, seconds = target
+        x, y = xy({"seconds": seconds, "total": loss})
+        for start in range(m, x, 12):  # dashed: the target is loss below y before time x
+            cv2.line(image, (start, y), (min(start + 6, x), y), (120, 120, 120), 1)
+        for start in range(y, h - m, 12):
+            cv2.line(image, (x, start), (x, min(start + 6, h - m)), (120, 120, 120), 1)
+        cv2.putText(image, "target: converged +10% in 1/5 of its time", (x + 6, y - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (120, 120, 120), 1, cv2.LINE_AA)
+    colors = [(200, 60, 30), (30, 120, 200), (40, 160, 60), (140, 60, 170)]
     for i, (label, points) in enumerate(series.items()):
         pts = np.array([xy(p) for p in points], np.int32)
-        cv2.polylines(image, [pts], False, colors[i % 3], 2, cv2.LINE_AA)
-        cv2.putText(image, label, (m + 10, m + 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colors[i % 3], 1,
+        cv2.polylines(image, [pts], False, colors[i % len(colors)], 2, cv2.LINE_AA)
+        cv2.putText(image, label, (m + 10, m + 20 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colors[i % len(colors)], 1,
                     cv2.LINE_AA)
     cv2.putText(image, title, (m, m - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, f"training seconds (0 .. {tmax:.0f})", (w // 2 - 90, h - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
@@ -227,8 +239,10 @@ def main() -> None:
                                          max(args.every, args.converge_steps // 40))
             nets["converged"] = net
         PLOTS.mkdir(exist_ok=True)
+        converged = results.get("converged")
+        target = (converged[0][-1]["total"] * 1.1, converged[1] / 5) if converged else None
         plot_curve({k: v[0] for k, v in results.items()}, f"{name}: held-out loss vs training time",
-                   PLOTS / f"meta_style_curve_{name.replace(':', '_')}.png")
+                   PLOTS / f"meta_style_curve_{name.replace(':', '_')}.png", target)
         photo = held_images[0]
         thumb = cv2.resize(style_image, photo.shape[1::-1], interpolation=cv2.INTER_AREA)
         sheet += [thumb, photo] + [stylize(nets[k], photo) for k in results]

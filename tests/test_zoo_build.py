@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from artforge.runtime import Repository
+from artforge.runtime import Repository, read_image
 from artforge.zoo import ZOO, build_zoo
 
 
@@ -29,6 +29,11 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert 0.0 <= evaluation["accuracy"] <= 1.0 and evaluation["images"] > 0
     assert "Evaluation on held-out photos" in (out / "repository" / "art_style" / "README.md").read_text()
     assert sheet.is_file() and "| model |" in (out / "README.md").read_text()
+    # Columns: the photo, every stylizer, and Gatys et al.'s optimisation in the adapted style (the reference).
+    stylizers = [m for m in ZOO if m.kind in ("style", "adapt_style")]
+    columns = 1 + len(stylizers) + sum(m.kind == "adapt_style" for m in stylizers)
+    assert read_image(sheet).shape[1] == columns * (256 + 2) + 2
+    assert list((tmp_path / "work" / "gatys").glob("*_*_256.png"))
     scores = json.loads((out / "evaluation_abstract_dcgan.json").read_text())
     assert scores["fd"] > 0 and scores["generated"] == 64 and scores["real"] == 16
     assert "Evaluation on held-out tiles" in (out / "repository" / "abstract_dcgan" / "README.md").read_text()

@@ -252,7 +252,7 @@ class MetaStyleConfig:
     content_weight: float | None = None
     style_weight: float | None = None
     tv_weight: float | None = None
-    steps: int = 300  # outer (meta) steps
+    steps: int = 900  # outer (meta) steps
     tasks_per_step: int = 1  # styles per outer step (the meta-batch)
     inner_steps: int = 2
     inner_lr: float = 0.3  # plain gradient descent in the inner loop (MAML)

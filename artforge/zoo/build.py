@@ -8,14 +8,18 @@ when a model is trained or exported.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from artforge.files import write_bytes_atomic, write_json_atomic
 from artforge.runtime import Repository
 from artforge.runtime.grid import tile_grid
-from artforge.runtime.imageio import write_image
+from artforge.runtime.imageio import read_image, write_image
 from artforge.training import configs
 from artforge.zoo import datasets
 from artforge.zoo.catalog import SEED, TILE_SETTINGS, ZOO, ZooModel
@@ -111,6 +115,26 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool, stylized: Path |
     return style.train(configs.StyleConfig(style=str(style_image), data=str(data / "content"), **settings))
 
 
+def _gatys_reference(model: ZooModel, work: Path, out: Path, quick: bool) -> Callable[[str, np.ndarray], np.ndarray]:
+    """Gatys et al.'s optimisation of a photo in `model`'s style, the quality reference the contact sheet shows
+    beside the networks (GatysConfig's defaults; cached in work/gatys by photo, style image and size)."""
+    from artforge.training.gatys import gatys
+
+    style = _style_image(model, out, quick)
+    key = hashlib.sha256(style.read_bytes()).hexdigest()[:12]
+    folder = work / "gatys"
+
+    def make(name: str, photo: np.ndarray) -> np.ndarray:
+        cached = folder / f"{name}_{key}_{photo.shape[0]}.png"
+        if not cached.is_file():
+            source = folder / f"{name}_{photo.shape[0]}.png"
+            write_image(source, photo)
+            options = dict(steps=2, size=64) if quick else dict(size=max(photo.shape[:2]))
+            write_image(cached, gatys(source, style, seed=SEED, progress=False, **options))
+        return read_image(cached)[..., :3]
+    return make
+
+
 def _style_image(model: ZooModel, out: Path, quick: bool) -> Path:
     """out/styles/<style>.jpg, painted here when _make_data did not (a style image only one model uses)."""
     assert model.style is not None
@@ -178,7 +202,9 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
     write_json_atomic(out / "data.json", data_summary)
     stylizers = [m.name for m in ZOO if m.kind in ("style", "adapt_style") and (repo / m.name).is_dir()]
     if stylizers and sheet is not None:
-        contact_sheet(repo, out / "samples", stylizers, sheet)
+        adapted = [m for m in ZOO if m.kind == "adapt_style" and m.name in stylizers]
+        contact_sheet(repo, out / "samples", stylizers, sheet,
+                      references={f"Gatys ({m.name})": _gatys_reference(m, work, out, quick) for m in adapted})
     final: dict[str, Any] | None = json.loads(evaluation_file.read_text()) if evaluation_file.exists() else None
     quality: dict[str, Any] | None = json.loads(style_file.read_text()) if style_file.exists() else None
     write_index(out, data_summary, final, quality)

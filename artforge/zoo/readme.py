@@ -4,6 +4,7 @@ contact sheet of the sample photos in every style."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,23 @@ from artforge.runtime.grid import tile_grid
 from artforge.zoo.catalog import ZOO
 
 
-def contact_sheet(repo: Path, samples: Path, stylizers: list[str], target: Path, side: int = 256) -> Path:
-    """Inputs (rows) x styles (columns), each cell a centre square of `side` pixels."""
+def _label(text: str, width: int) -> np.ndarray:
+    """A white strip with `text` centred: a column heading."""
+    strip = np.full((28, width, 3), 255, np.uint8)
+    scale = min(0.6, 0.95 * width / max(cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0], 1))
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.putText(strip, text, ((width - w) // 2, (28 + h) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                cv2.LINE_AA)
+    return strip
+
+
+def contact_sheet(repo: Path, samples: Path, stylizers: list[str], target: Path, side: int = 256,
+                  references: dict[str, Callable[[str, np.ndarray], np.ndarray]] | None = None) -> Path:
+    """Inputs (rows) x styles (columns), each cell a centre square of `side` pixels, under a row of headings.
+
+    references: more columns, by heading, each a function (photo name, square photo) -> image: Gatys
+    et al.'s optimisation beside the networks, say.
+    """
 
     def square(image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
@@ -26,11 +42,20 @@ def contact_sheet(repo: Path, samples: Path, stylizers: list[str], target: Path,
         return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
 
     models = [Repository(repo).stylizer(name) for name in stylizers]
+    references = references or {}
     cells = []
     for path in sorted(samples.glob("*.jpg")):
         photo = square(read_image(path)[..., :3])
         cells += [photo] + [model.stylize(photo) for model in models]
-    write_image(target, tile_grid(cells, columns=len(models) + 1))
+        cells += [square(make(path.stem, photo)) for make in references.values()]
+    columns = 1 + len(models) + len(references)
+    gap = 2  # tile_grid's
+    grid = tile_grid(cells, columns=columns, gap=gap)
+    strip = np.full((28, grid.shape[1], 3), 255, np.uint8)
+    for i, text in enumerate(["photo", *stylizers, *references]):
+        x = gap + i * (side + gap)
+        strip[:, x:x + side] = _label(text, side)
+    write_image(target, np.vstack([strip, grid]))
     return target
 
 
