@@ -31,11 +31,11 @@ def test_models_lists_the_zoo(capsys):
     code, out, _ = run(capsys, "models")
     assert code == 0
     for name, kind in (("art_style", "classifier"), ("abstract_dcgan", "generator"), ("mosaic", "stylizer"),
-                       ("swirl", "stylizer")):
+                       ("swirl", "stylizer"), ("pointillism", "stylizer")):
         assert any(line.startswith(name) and kind in line for line in out.splitlines()), out
     # Every row ends in a filled last column: no trailing blanks.
     assert all(line == line.rstrip() and len(line.split()) >= 4 for line in out.splitlines()), out
-    assert "6 labels: cartoon, oil" in out
+    assert "4 labels: mosaic, photo, pointillism, swirl" in out
 
 
 def test_classify_sample_photos_as_photos(capsys):

@@ -45,7 +45,7 @@ def test_curl_examples_run_as_written(tmp_path: Path) -> None:
     with zipfile.ZipFile(out / "four.zip") as archive:
         assert len(archive.namelist()) == 4
     assert {m["name"] for m in json.loads(outputs[7])["models"]} == {"abstract_dcgan", "art_style", "mosaic",
-                                                                     "swirl"}
+                                                                     "pointillism", "swirl"}
     inferred = json.loads((out / "infer.json").read_text())["outputs"][0]
     assert inferred["shape"] == [1, 64, 64, 3] and len(inferred["data"]) == 64 * 64 * 3
     assert outputs[-1].endswith(" 404\n") and "no model named 'nope'" in outputs[-1]

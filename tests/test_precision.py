@@ -65,7 +65,11 @@ def test_fp16_stylizer_keeps_the_contract_and_loads(repo: Path, images: Path) ->
 
 
 def test_int8_classifier_is_qdq_and_agrees(repo: Path, images: Path) -> None:
-    path, report = make_variant(repo, "art_style", "int8", calibration=images, threads=2, log=None)
+    # The zoo classifier's calibration folded T = 0.05 into its head (its validation split was perfectly
+    # separated: docs/decisions.md), which multiplies every logit error by 20, so its int8 probabilities move
+    # by up to ~0.37; top-1 agreement, what this test is about, keeps the default threshold.
+    path, report = make_variant(repo, "art_style", "int8", calibration=images, threads=2, log=None,
+                                thresholds=Thresholds(max_prob_diff=0.5))
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     assert report["quantization"]["format"] == "QDQ"
     metrics = report["evaluation"]["metrics"]
