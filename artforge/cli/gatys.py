@@ -10,7 +10,8 @@ import argparse
 import dataclasses
 
 from artforge.cli.args import add_command
-from artforge.training.configs import DEFAULT_WEIGHTS, GATYS_INITS, GATYS_OPTIMIZERS, LOSS_NETWORKS, GatysConfig
+from artforge.cli.train import _loss_network_options, _loss_weight_options
+from artforge.training.configs import GATYS_INITS, GATYS_OPTIMIZERS, GatysConfig
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -37,15 +38,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="step size (default: 1.0 for lbfgs, 0.02 for adam on the 0..1 pixel scale)")
     parser.add_argument("--init", choices=GATYS_INITS, default=d["init"],
                         help="start from the content image or from uniform noise (drawn from --seed)")
-    parser.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
-                        help="frozen pretrained network for the perceptual loss")
-    parser.add_argument("--loss-weights", default=None,
-                        help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
-    weights = DEFAULT_WEIGHTS[d["loss_network"]]
-    for name in ("content", "style", "tv"):
-        parser.add_argument(f"--{name}-weight", type=float, default=None,
-                            help=f"{name} loss weight (default: the style trainer's for the loss network; "
-                                 f"{getattr(weights, name)} for {d['loss_network']})")
+    _loss_network_options(parser, d)
+    _loss_weight_options(parser, d)
     parser.add_argument("--log-every", type=int, default=d["log_every"],
                         help="record the losses every N steps (a line each with --no-progress)")
     parser.add_argument("--seed", type=int, default=d["seed"], help="seed of the noise start: the same seed "

@@ -11,11 +11,9 @@ import dataclasses
 from pathlib import Path
 
 from artforge.cli.args import add_command, positive_float, positive_int, repository_path
-from artforge.cli.train import _defaults, _run_options, _step_cadence
+from artforge.cli.train import _defaults, _loss_network_options, _loss_weight_options, _run_options, _step_cadence
 from artforge.training.configs import (
-    DEFAULT_WEIGHTS,
     INNER_PARAMS,
-    LOSS_NETWORKS,
     AdaptStyleConfig,
     MetaStyleConfig,
 )
@@ -57,20 +55,13 @@ def add_train_meta_style(kinds: argparse._SubParsersAction) -> None:
     meta.add_argument("--adapt-lr", type=float, default=d["adapt_lr"],
                       help="Adam learning rate of `artforge adapt-style` from this initialisation when not told")
     net = parser.add_argument_group("network and loss (adaptation reuses them)")
-    net.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
-                     help="frozen pretrained network for the perceptual loss")
-    net.add_argument("--loss-weights", default=None,
-                     help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
+    _loss_network_options(net, d)
     net.add_argument("--width", type=float, default=d["width"], help="channel width multiplier (0.5 = half)")
     net.add_argument("--image-size", type=int, default=d["image_size"], help="side of the content crops in pixels")
     net.add_argument("--style-size", type=int, default=d["style_size"],
                      help="shorter side the style images are resized to (sets the scale of their texture)")
     net.add_argument("--batch-size", type=int, default=d["batch_size"], help="content crops per inner step")
-    weights = DEFAULT_WEIGHTS[d["loss_network"]]
-    for name in ("content", "style", "tv"):
-        net.add_argument(f"--{name}-weight", type=float, default=None,
-                         help=f"{name} loss weight (default: tuned per loss network; "
-                              f"{getattr(weights, name)} for {d['loss_network']})")
+    _loss_weight_options(net, d)
     parser.add_argument("--sample-every", type=int, default=d["sample_every"],
                         help="save a content|initialisation sample to RUN/samples every N steps")
     _step_cadence(parser, d)

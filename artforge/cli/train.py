@@ -92,6 +92,23 @@ def _preset_defaults(parser: argparse.ArgumentParser, kind: str) -> None:
             action.default = None
 
 
+def _loss_network_options(parser: argparse._ActionsContainer, d: dict[str, Any]) -> None:
+    """--loss-network and --loss-weights: the perceptual loss's network (style, meta-style and gatys share it)."""
+    parser.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
+                        help="frozen pretrained network for the perceptual loss")
+    parser.add_argument("--loss-weights", default=None,
+                        help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
+
+
+def _loss_weight_options(parser: argparse._ActionsContainer, d: dict[str, Any]) -> None:
+    """--content-weight, --style-weight, --tv-weight, defaulting to the loss network's tuned values."""
+    weights = DEFAULT_WEIGHTS[d["loss_network"]]
+    for name in ("content", "style", "tv"):
+        parser.add_argument(f"--{name}-weight", type=float, default=None,
+                            help=f"{name} loss weight (default: tuned per loss network; "
+                                 f"{getattr(weights, name)} for {d['loss_network']})")
+
+
 def _run_options(parser: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     """The options every trainer shares: seed, device, time budget, resume, progress."""
     parser.add_argument("--seed", type=int, default=d["seed"], help="seed of every random draw (data order, "
@@ -186,10 +203,7 @@ def _style(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style", required=True, help="style image file")
     parser.add_argument("--data", required=True, help="folder of content images (searched recursively)")
     parser.add_argument("--out", required=True, help="run folder (rerun with the same folder to resume)")
-    parser.add_argument("--loss-network", choices=LOSS_NETWORKS, default=d["loss_network"],
-                        help="frozen pretrained network for the perceptual loss")
-    parser.add_argument("--loss-weights", default=None,
-                        help="weights file of the loss network (required for vgg16/vgg19: a torchvision state_dict)")
+    _loss_network_options(parser, d)
     parser.add_argument("--width", type=float, default=d["width"], help="channel width multiplier (0.5 = half)")
     parser.add_argument("--image-size", type=int, default=d["image_size"], help="side of the content crops in pixels")
     parser.add_argument("--style-size", type=int, default=d["style_size"],
@@ -197,11 +211,7 @@ def _style(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=d["steps"], help="training steps (batches)")
     parser.add_argument("--batch-size", type=int, default=d["batch_size"], help="content crops per step")
     parser.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate")
-    weights = DEFAULT_WEIGHTS[d["loss_network"]]
-    for name in ("content", "style", "tv"):
-        parser.add_argument(f"--{name}-weight", type=float, default=None,
-                            help=f"{name} loss weight (default: tuned per loss network; "
-                                 f"{getattr(weights, name)} for {d['loss_network']})")
+    _loss_weight_options(parser, d)
     parser.add_argument("--smoothing", choices=SMOOTHINGS, default=d["smoothing"],
                         help="activation smoothing before the Gram and content losses: softmax (Wang et al. 2021; "
                              "stronger stylisation through non-VGG loss networks) or none")

@@ -18,6 +18,15 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def training_images(folder: Path | str) -> list[Path]:
+    """list_images, refusing a folder that holds none (every trainer's first check of its data)."""
+    paths = list_images(Path(folder))
+    if not paths:
+        raise ValueError(
+            f"no images found in {folder} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return paths
+
+
 def image_folder(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     """ImageFolder layout: root/<class>/<image>. Returns (samples, class names)."""
     root = Path(root)

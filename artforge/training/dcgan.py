@@ -39,7 +39,7 @@ from tqdm import tqdm
 from artforge.models.dcgan import Discriminator, Generator
 from artforge.training import common
 from artforge.training.configs import DCGAN_LOSSES, DCGANConfig
-from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
+from artforge.training.data import read_rgb, training_images
 from artforge.training.diffaugment import diff_augment, parse_policy
 from artforge.training.progress import StepProgress
 from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
@@ -93,10 +93,7 @@ def _shrink(image: np.ndarray) -> np.ndarray:
 
 def load_images(folder: Path, progress: bool = True) -> tuple[list[np.ndarray], int]:
     """Decode every image under folder to 64 px; returns (images, number of unreadable files skipped)."""
-    paths = list_images(folder)
-    if not paths:
-        raise ValueError(
-            f"no images found in {folder} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    paths = training_images(folder)
     images, skipped = [], 0
     for path in tqdm(paths, desc="loading images", unit="img", disable=not progress, leave=False):
         try:

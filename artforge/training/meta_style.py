@@ -39,7 +39,7 @@ from tqdm import tqdm
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
 from artforge.training.configs import INNER_PARAMS, META_STYLE_KIND, MetaStyleConfig, StyleConfig
-from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
+from artforge.training.data import list_images, read_rgb, training_images
 from artforge.training.losses import LossNetwork, PerceptualLoss, build_loss_network
 from artforge.training.style import (
     RESIDUAL_BLOCKS,
@@ -228,10 +228,7 @@ def train(cfg: MetaStyleConfig) -> Path:
     """Meta-train (or resume) a style-network initialisation; returns the run folder holding model.pt."""
     _validate(cfg)
     device = common.pick_device(cfg.device)
-    paths = list_images(Path(cfg.data))
-    if not paths:
-        raise ValueError(
-            f"no images found in {cfg.data} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    paths = training_images(cfg.data)
     style_files = list_images(Path(cfg.styles)) if cfg.styles is not None else []
     pool = StylePool(style_files, cfg.procedural_styles, cfg.style_size, cfg.seed)
     if not len(pool):

@@ -26,7 +26,7 @@ import torch
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
 from artforge.training.configs import LOSS_NETWORKS, META_STYLE_KIND, SMOOTHINGS, StyleConfig
-from artforge.training.data import IMAGE_EXTENSIONS, list_images, read_rgb
+from artforge.training.data import read_rgb, training_images
 from artforge.training.losses import PerceptualLoss, build_loss_network
 from artforge.training.progress import StepProgress
 from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
@@ -220,10 +220,7 @@ def train(cfg: StyleConfig) -> Path:
     """Train (or resume) a style network; returns the run folder holding model.pt."""
     _validate(cfg)
     device = common.pick_device(cfg.device)
-    paths = list_images(Path(cfg.data))
-    if not paths:
-        raise ValueError(
-            f"no images found in {cfg.data} (searched recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    paths = training_images(cfg.data)
     weights = cfg.loss_weight_values()
     # Loss network and style image first: a mistake in either should not
     # leave a half-made run folder behind.
