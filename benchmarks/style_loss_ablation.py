@@ -51,6 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "softmax T=1, style x0.5,1,2": dict(smoothing="softmax", temperature=1.0, style_scales=(0.5, 1.0, 2.0)),
     "softmax T=1, +block10": dict(smoothing="softmax", temperature=1.0,
                                   style_layers=("block0", "block2", "block4", "block7", "block10")),
+    "plain, style weight 2": dict(smoothing="none", style_weight=2.0),
+    "plain, style weight 2, style x0.5,1,2": dict(smoothing="none", style_weight=2.0, style_scales=(0.5, 1.0, 2.0)),
+    "plain, style 384 px": dict(smoothing="none", style_size=384),
+    "plain, +block10": dict(smoothing="none", style_layers=("block0", "block2", "block4", "block7", "block10")),
 }
 
 
@@ -154,16 +158,18 @@ def train(args: argparse.Namespace) -> None:
     chosen = [v for v in args.variants.split(";")] if args.variants else list(VARIANTS)[:2]
     styles = args.styles.split(",")
     for style in styles:
-        ref = StyleReference(style_image(style))
         for variant in chosen:
+            # Texture is judged at the pixel scale the network was trained to reproduce.
+            ref = StyleReference(style_image(style, VARIANTS[variant].get("style_size", STYLE_SIZE)))
             # A finished run folder is reused (the trainer resumes at its last step), so
             # variants can be trained by parallel invocations and tabulated by a last one.
             run = args.scratch / "runs" / f"{style}_{variant.replace(' ', '_').replace(',', '')}_{args.steps}"
             t0 = time.perf_counter()
             train_style(StyleConfig(style=str(ROOT / "zoo" / "styles" / f"{style}.jpg"), data=str(data),
-                                    out=str(run), width=args.width, image_size=args.size, style_size=STYLE_SIZE,
+                                    out=str(run), width=args.width, image_size=args.size,
                                     steps=args.steps, max_steps=args.stop_at, batch_size=4, progress=False,
-                                    sample_every=50, checkpoint_every=50, **VARIANTS[variant]))
+                                    sample_every=50, checkpoint_every=50,
+                                    **{"style_size": STYLE_SIZE, **VARIANTS[variant]}))
             artifact = common.load_artifact(run)
             net = build(artifact["kind"], artifact["arch"])
             net.load_state_dict(artifact["state_dict"])

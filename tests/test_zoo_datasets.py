@@ -9,9 +9,17 @@ import onnx
 import pytest
 from batch_support import ZOO_REPO
 
+from artforge.training.damage import damage
 from artforge.training.data import image_folder, read_rgb
 from artforge.zoo import datasets
-from artforge.zoo.photos import CONTENT_PHOTOS, SOURCE_PHOTOS, source_photos
+from artforge.zoo.photos import (
+    CLASSIFIER_PHOTOS,
+    CONTENT_PHOTOS,
+    GREY_PHOTOS,
+    SOURCE_PHOTOS,
+    classifier_photos,
+    source_photos,
+)
 from artforge.zoo.stylized_dataset import PHOTO, render_stylized_dataset
 
 
@@ -29,6 +37,25 @@ def test_source_photos_are_colour_rgb_uint8() -> None:
     assert set(CONTENT_PHOTOS) <= set(photos)
 
 
+def test_classifier_photos_add_grey_ones() -> None:
+    photos = classifier_photos()
+    assert list(photos) == list(CLASSIFIER_PHOTOS) and set(GREY_PHOTOS) <= set(photos)
+    for name in GREY_PHOTOS:
+        img = photos[name]
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, name
+        assert (img[..., 0] == img[..., 2]).all() and img.std() > 10, name
+
+
+def test_damage_keeps_size_is_seeded_and_smears_texture() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    outs = [damage(image, np.random.default_rng(s)) for s in range(20)]
+    assert all(o.shape == image.shape and o.dtype == np.uint8 for o in outs)
+    np.testing.assert_array_equal(damage(image, np.random.default_rng(3)), outs[3])
+    changed = [np.abs(o.astype(int) - image).mean() > 5 for o in outs]
+    assert any(changed) and not all(changed)  # some images are damaged, some are left as they were
+
+
 def test_stylized_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None:
     repo = ZOO_REPO
     kwargs = {"seed": 7, "crops_per_photo": 2, "size": 40, "holdout": ["chelsea", "flower"],
@@ -42,7 +69,7 @@ def test_stylized_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None
     val_samples, val_classes = image_folder(tmp_path / "a" / "val")
     assert train_classes == test_classes == val_classes == sorted(summary["classes"])
     assert len(val_samples) == 2 * 3
-    n_train = len(CONTENT_PHOTOS) - 3
+    n_train = len(CLASSIFIER_PHOTOS) - 3
     assert len(train_samples) == n_train * 2 * 3
     assert len(test_samples) == 2 * 2 * 3
     assert summary["counts"]["train"] == {c: n_train * 2 for c in summary["classes"]}
@@ -53,6 +80,12 @@ def test_stylized_dataset_layout_holdout_and_determinism(tmp_path: Path) -> None
     assert photos_of(test_samples) == {"chelsea", "flower"}
     assert photos_of(val_samples) == {"coffee"}
     assert photos_of(train_samples).isdisjoint(photos_of(test_samples) | photos_of(val_samples))
+    assert set(GREY_PHOTOS) <= photos_of(train_samples)
+    # Grey photos are toned some of the time, never in the source's exact grey only.
+    grey = [read_rgb(tmp_path / "a" / "train" / PHOTO / f"{n}_{i:03d}.jpg").astype(int)
+            for n in GREY_PHOTOS for i in range(2)]
+    assert any(np.abs(g[..., 0] - g[..., 2]).mean() > 4 for g in grey)
+    assert any(np.abs(g[..., 0] - g[..., 2]).mean() < 2 for g in grey)
     # Each crop is rendered at a random side in 1-3x the size, the same for the photo and its stylizations.
     first = {c: read_rgb(tmp_path / "a" / "train" / c / "astronaut_000.jpg").shape for c in summary["classes"]}
     assert len(set(first.values())) == 1 and 40 <= first[PHOTO][0] <= 120

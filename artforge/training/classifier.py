@@ -48,6 +48,7 @@ from artforge.training.common import (
     set_seed,
 )
 from artforge.training.configs import ClassifierConfig
+from artforge.training.damage import damage
 from artforge.training.data import image_folder, read_rgb
 from artforge.training.progress import PhaseProgress
 from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
@@ -62,11 +63,6 @@ CROP_SCALE = (0.35, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 # Mild: colour is part of what distinguishes styles, so it is only nudged.
 JITTER = 0.15
-# Images met in use were resized and re-encoded on their way (thumbnails, JPEGs
-# saved by phones and web pages), and both smear exactly the fine texture a
-# style leaves; the training images are damaged the same ways, at random.
-JPEG_CHANCE, JPEG_QUALITY = 0.5, (35, 95)
-RESAMPLE_CHANCE, RESAMPLE_SCALE = 0.3, (0.4, 0.9)
 LABEL_SMOOTHING = 0.1
 WEIGHT_DECAY = 1e-2
 # A kill -9 loses at most this much work mid-epoch (state is also saved at every epoch end).
@@ -109,15 +105,7 @@ def train_transform(image: np.ndarray, size: int, rng: np.random.Generator) -> n
     out = _resize(image[top:top + ch, left:left + cw], size, size)
     if rng.random() < 0.5:
         out = out[:, ::-1]
-    if rng.random() < RESAMPLE_CHANCE:
-        side = max(8, round(size * rng.uniform(*RESAMPLE_SCALE)))
-        out = _resize(_resize(out, side, side), size, size)
-    if rng.random() < JPEG_CHANCE:
-        quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
-        ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
-        if decoded is not None:
-            out = decoded[:, :, ::-1]
+    out = damage(out, rng)
     brightness, contrast, saturation = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
     pixels = out.astype(np.float32) * brightness
     grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

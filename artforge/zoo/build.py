@@ -34,7 +34,7 @@ from artforge.zoo.evaluation import (
 from artforge.zoo.painting import STYLE_IMAGES, paint_style_image
 from artforge.zoo.photos import source_photos
 from artforge.zoo.readme import contact_sheet, write_index
-from artforge.zoo.stylized_dataset import render_stylized_dataset, stylizer_fingerprint
+from artforge.zoo.stylized_dataset import dataset_folder_name, render_stylized_dataset
 
 
 def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
@@ -79,7 +79,7 @@ def _stylized_data(work: Path, repo: Path, quick: bool) -> tuple[Path, dict[str,
     """The classifier's data, rendered by every stylizer the repository holds now
     (so it follows the zoo: a rebuilt or added stylizer gives a new folder)."""
     stylizers = Repository(repo).names_of_kind("stylizer")
-    folder = work / "data" / f"stylized-{stylizer_fingerprint(repo, stylizers)}"
+    folder = work / "data" / dataset_folder_name(repo, stylizers)
     sizes: dict[str, Any] = dict(crops_per_photo=1, size=96) if quick else {}
     return folder, render_stylized_dataset(folder, repo, stylizers, seed=SEED, **sizes)
 
