@@ -26,6 +26,7 @@ from artforge.training.losses import (
     _vgg_layer_names,
     build_loss_network,
     gram_matrix,
+    quantiles,
     softmax_smoothing,
     total_variation,
 )
@@ -72,7 +73,8 @@ def test_smoke_run_writes_artifact_metrics_and_samples(images: tuple[Path, Path]
     assert provenance["style_image"] == str(style) and provenance["loss_network"] == "efficientnet_lite0"
     assert provenance["steps"] == 4 and provenance["seed"] == 0
     assert set(provenance["weights"]) == {"content", "style", "tv"}
-    assert provenance["loss_options"] == {"smoothing": "none", "temperature": 1.0, "style_sizes": [32]}
+    assert provenance["loss_options"] == {"smoothing": "none", "temperature": 1.0, "style_match": "gram",
+                                          "style_sizes": [32]}
     assert {"content", "style", "tv", "total"} <= set(provenance["final_losses"])
     net = build(artifact["kind"], artifact["arch"])
     net.load_state_dict(artifact["state_dict"])
@@ -188,7 +190,8 @@ def test_loss_options_train_and_are_recorded(images: tuple[Path, Path], tmp_path
                    content_layer="block4", temperature=0.5)
     run = train(tiny(data, style, tmp_path / "run", steps=3, max_steps=2, **options))
     provenance = common.load_artifact(run)["provenance"]
-    assert provenance["loss_options"] == {"smoothing": "softmax", "temperature": 0.5, "style_sizes": [16, 32, 64]}
+    assert provenance["loss_options"] == {"smoothing": "softmax", "temperature": 0.5, "style_match": "gram",
+                                          "style_sizes": [16, 32, 64]}
     assert provenance["loss_layers"] == {"style": ["block0", "block4"], "content": "block4"}
     saved = json.loads((run / common.CONFIG).read_text())
     assert saved["style_scales"] == [0.5, 1.0, 2.0] and saved["style_layers"] == ["block0", "block4"]
@@ -197,12 +200,19 @@ def test_loss_options_train_and_are_recorded(images: tuple[Path, Path], tmp_path
     assert common.load_artifact(resumed)["provenance"]["steps"] == 3
     with pytest.raises(ValueError, match=r"different settings \(smoothing\)"):
         train(tiny(data, style, tmp_path / "run", steps=3, **{**options, "smoothing": "none"}))
+    with pytest.raises(ValueError, match=r"different settings \(style_match\)"):
+        train(tiny(data, style, tmp_path / "run", steps=3, **{**options, "style_match": "sliced"}))
+    # The sliced style loss trains and is recorded.
+    sliced = train(tiny(data, style, tmp_path / "sliced", steps=2, style_match="sliced"))
+    assert common.load_artifact(sliced)["provenance"]["loss_options"]["style_match"] == "sliced"
 
 
 def test_loss_option_mistakes_give_one_clear_sentence(images: tuple[Path, Path], tmp_path: Path) -> None:
     data, style = images
     with pytest.raises(ValueError, match="--smoothing must be one of none, softmax"):
         train(tiny(data, style, tmp_path / "run", smoothing="gauss"))
+    with pytest.raises(ValueError, match="--style-match must be one of gram, sliced"):
+        train(tiny(data, style, tmp_path / "run", style_match="moments"))
     with pytest.raises(ValueError, match="--temperature must be greater than 0"):
         train(tiny(data, style, tmp_path / "run", temperature=0))
     with pytest.raises(ValueError, match="--style-scales must be one or more numbers"):
@@ -242,13 +252,44 @@ def test_softmax_smoothing_and_the_smoothed_loss() -> None:
     small = torch.nn.functional.interpolate(style, size=(24, 24), mode="area")
     softmax = LossOptions(smoothing="softmax")
     one = PerceptualLoss(network, [style], weights, softmax)
-    assert torch.equal(one.style_grams[0], PerceptualLoss(network, style, weights, softmax).style_grams[0])
+    assert torch.equal(one.style_targets[0], PerceptualLoss(network, style, weights, softmax).style_targets[0])
     both = PerceptualLoss(network, [small, style], weights, softmax)
     small_only = PerceptualLoss(network, [small], weights, softmax)
-    assert not torch.allclose(both.style_grams[0], one.style_grams[0])
-    assert both.style_grams[0].shape == small_only.style_grams[0].shape
+    assert not torch.allclose(both.style_targets[0], one.style_targets[0])
+    assert both.style_targets[0].shape == small_only.style_targets[0].shape
     with pytest.raises(ValueError, match="unknown smoothing"):
         PerceptualLoss(network, style, weights, LossOptions(smoothing="gauss"))
+
+
+def test_sliced_style_loss_matches_the_style_distribution() -> None:
+    torch.manual_seed(0)
+    network = build_loss_network("efficientnet_lite0")
+    style = torch.rand(1, 3, 48, 48) * 255
+    weights = LossWeights(content=0.0, style=1.0, tv=0.0)
+    loss = PerceptualLoss(network, style, weights, LossOptions(style_match="sliced"))
+
+    def style_loss(image: torch.Tensor) -> float:
+        return float(loss(image, loss.content_target(image))["style"])
+
+    # The style image itself is 0; the same pixels shifted (the same distribution, other borders) are near;
+    # less of one colour, or no colour, is far.
+    assert style_loss(style) < 1e-6
+    near = style_loss(style.roll(16, 3))
+    assert near < 0.2
+    assert style_loss(style * torch.tensor([1.0, 1.0, 0.3]).view(1, 3, 1, 1)) > 3 * near
+    assert style_loss(style.mean(1, keepdim=True).expand(1, 3, 48, 48)) > 3 * near
+    # Another image size is compared through its quantiles, and the loss has a gradient.
+    image = (torch.rand(2, 3, 32, 32) * 255).requires_grad_()
+    value = loss(image, loss.content_target(image.detach()))["style"]
+    value.backward()
+    assert torch.isfinite(value) and image.grad is not None and image.grad.abs().sum() > 0
+    # Quantile resampling keeps a sorted row's ends and order.
+    row = torch.sort(torch.rand(3, 10), dim=1).values
+    resampled = quantiles(row, 25)
+    assert resampled.shape == (3, 25) and torch.equal(resampled[:, [0, -1]], row[:, [0, -1]])
+    assert (resampled.diff(dim=1) >= 0).all()
+    with pytest.raises(ValueError, match="unknown style match"):
+        PerceptualLoss(network, style, weights, LossOptions(style_match="moments"))
 
 
 def test_a_fresh_network_starts_at_the_style_colour() -> None:

@@ -109,6 +109,8 @@ DEFAULT_WEIGHTS: dict[str, LossWeights] = {
 
 #: activation smoothing before the Gram and content losses (training/losses.py, Wang et al. 2021)
 SMOOTHINGS = ("none", "softmax")
+#: what the style loss matches of each layer's features: Gram matrices, or their whole distribution (sliced)
+STYLE_MATCHES = ("gram", "sliced")
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,11 @@ class LossOptions:
     # styles in 300-step trainings (docs/style_quality.md); kept as an option.
     smoothing: str = "none"
     temperature: float = 1.0
+    # "gram": Johnson et al.'s second moments. "sliced": the sliced Wasserstein
+    # distance between the features' distributions (Heitz et al. 2021), which
+    # also matches how much of each colour and motif there is, not only which
+    # channels fire together.
+    style_match: str = "gram"
 
 
 @dataclass
@@ -151,6 +158,7 @@ class StyleConfig:
     # benchmarks/style_loss_ablation.py by network-free metrics (docs/style_quality.md).
     smoothing: str = LossOptions.smoothing
     temperature: float = LossOptions.temperature
+    style_match: str = LossOptions.style_match
     # Style Gram targets are the mean over the style image resized to
     # style_size times each of these: texture at several scales.
     style_scales: tuple[float, ...] = (1.0,)
@@ -178,7 +186,7 @@ class StyleConfig:
         )
 
     def loss_options(self) -> LossOptions:
-        return LossOptions(smoothing=self.smoothing, temperature=self.temperature)
+        return LossOptions(smoothing=self.smoothing, temperature=self.temperature, style_match=self.style_match)
 
 #: what `artforge gatys` may optimise the pixels with
 GATYS_OPTIMIZERS = ("lbfgs", "adam")

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from artforge.training.configs import LOSS_NETWORKS, SMOOTHINGS, LossOptions, LossWeights
+from artforge.training.configs import LOSS_NETWORKS, SMOOTHINGS, STYLE_MATCHES, LossOptions, LossWeights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -66,6 +66,22 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     n, c, h, w = features.shape
     flat = features.reshape(n, c, h * w)
     return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
+
+
+#: projections of the sliced style loss, per feature channel
+SLICES_PER_CHANNEL = 4
+
+
+def sorted_projections(features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] features projected on [C, K] directions, each projection's values sorted: [N, K, H*W]."""
+    return torch.sort(directions.T @ features.flatten(2), dim=2).values
+
+
+def quantiles(sorted_values: torch.Tensor, count: int) -> torch.Tensor:
+    """[K, M] sorted values resampled to [K, count] evenly spaced quantiles (linear interpolation)."""
+    if sorted_values.shape[1] == count:
+        return sorted_values
+    return F.interpolate(sorted_values[None], size=count, mode="linear", align_corners=True)[0]
 
 
 def total_variation(image_0_255: torch.Tensor) -> torch.Tensor:
@@ -279,6 +295,9 @@ class PerceptualLoss(nn.Module):
         self.options = options or LossOptions()
         if self.options.smoothing not in SMOOTHINGS:
             raise ValueError(f"unknown smoothing {self.options.smoothing!r}; expected one of {', '.join(SMOOTHINGS)}")
+        if self.options.style_match not in STYLE_MATCHES:
+            raise ValueError(f"unknown style match {self.options.style_match!r}; "
+                             f"expected one of {', '.join(STYLE_MATCHES)}")
         styles = [style_0_255] if isinstance(style_0_255, torch.Tensor) else list(style_0_255)
         if not styles:
             raise ValueError("PerceptualLoss needs at least one style image")
@@ -290,12 +309,28 @@ class PerceptualLoss(nn.Module):
         for name in self.layers:
             spread = raw[-1][name].std().clamp_min(1e-6) * self.options.temperature
             self.register_buffer(self._temperature_name(name), spread, persistent=False)
-        with torch.no_grad():
-            grams = [[gram_matrix(self._smooth(name, f[name])) for f in raw] for name in network.style_layers]
-        # Buffers, so that .to(device) moves them with the module.
-        for i, per_size in enumerate(grams):
-            self.register_buffer(f"style_gram{i}", torch.stack(per_size).mean(0), persistent=False)
-        self.style_scales = [float(_energy(g)) for g in self.style_grams]
+        if self.options.style_match == "sliced":
+            self._sliced_targets(raw)
+        else:
+            with torch.no_grad():
+                grams = [[gram_matrix(self._smooth(name, f[name])) for f in raw] for name in network.style_layers]
+            # Buffers, so that .to(device) moves them with the module.
+            for i, per_size in enumerate(grams):
+                self.register_buffer(f"style_target{i}", torch.stack(per_size).mean(0), persistent=False)
+        self.style_scales = [float(_energy(t)) for t in self.style_targets]
+
+    @torch.no_grad()
+    def _sliced_targets(self, raw: list[dict[str, torch.Tensor]]) -> None:
+        """Per style layer: fixed random unit directions (seeded, so a resumed run sees the same ones)
+        and the style's sorted projections on them, pooled over the style sizes."""
+        generator = torch.Generator().manual_seed(0)
+        for i, name in enumerate(self.network.style_layers):
+            features = torch.cat([self._smooth(name, f[name]).flatten(2) for f in raw], dim=2)  # [1, C, M]
+            channels = features.shape[1]
+            directions = F.normalize(torch.randn(channels, SLICES_PER_CHANNEL * channels, generator=generator), dim=0)
+            self.register_buffer(f"style_directions{i}", directions.to(features.dtype), persistent=False)
+            self.register_buffer(f"style_target{i}", sorted_projections(features[..., None], directions)[0],
+                                 persistent=False)
 
     @staticmethod
     def _temperature_name(layer: str) -> str:
@@ -307,8 +342,17 @@ class PerceptualLoss(nn.Module):
         return softmax_smoothing(features, self.get_buffer(self._temperature_name(layer)))
 
     @property
-    def style_grams(self) -> list[torch.Tensor]:
-        return [getattr(self, f"style_gram{i}") for i in range(len(self.network.style_layers))]
+    def style_targets(self) -> list[torch.Tensor]:
+        """Per style layer: its Gram matrix [C, C], or its sorted projections [K, M] (sliced)."""
+        return [getattr(self, f"style_target{i}") for i in range(len(self.network.style_layers))]
+
+    def _style_term(self, i: int, features: torch.Tensor) -> torch.Tensor:
+        target = self.style_targets[i]
+        if self.options.style_match == "sliced":
+            projected = sorted_projections(features, getattr(self, f"style_directions{i}"))
+            return F.mse_loss(projected, quantiles(target, projected.shape[2]).expand_as(projected))
+        gram = gram_matrix(features)
+        return F.mse_loss(gram, target.expand_as(gram))
 
     @torch.no_grad()
     def content_target(self, content_0_255: torch.Tensor) -> torch.Tensor:
@@ -320,9 +364,8 @@ class PerceptualLoss(nn.Module):
         layer = self.network.content_layer
         content = F.mse_loss(self._smooth(layer, feats[layer]), content_target) / _energy(content_target)
         style = stylized_0_255.new_zeros(())
-        for name, target, scale in zip(self.network.style_layers, self.style_grams, self.style_scales, strict=True):
-            gram = gram_matrix(self._smooth(name, feats[name]))
-            style = style + F.mse_loss(gram, target.expand_as(gram)) / scale
+        for i, (name, scale) in enumerate(zip(self.network.style_layers, self.style_scales, strict=True)):
+            style = style + self._style_term(i, self._smooth(name, feats[name])) / scale
         tv = total_variation(stylized_0_255)
         total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
         return {"total": total, "content": content, "style": style, "tv": tv}

@@ -25,7 +25,14 @@ import torch
 
 from artforge.models.style_net import SIZE_MULTIPLE, TransformerNet
 from artforge.training import common
-from artforge.training.configs import LOSS_NETWORKS, META_STYLE_KIND, SMOOTHINGS, StyleConfig
+from artforge.training.configs import (
+    LOSS_NETWORKS,
+    META_STYLE_KIND,
+    SMOOTHINGS,
+    STYLE_MATCHES,
+    LossOptions,
+    StyleConfig,
+)
 from artforge.training.data import read_rgb, training_images
 from artforge.training.losses import PerceptualLoss, build_loss_network
 from artforge.training.progress import StepProgress
@@ -61,6 +68,8 @@ def _validate(cfg: StyleConfig) -> None:
         raise ValueError(f"--lr must be greater than 0, got {cfg.lr}")
     if cfg.smoothing not in SMOOTHINGS:
         raise ValueError(f"--smoothing must be one of {', '.join(SMOOTHINGS)}, got {cfg.smoothing!r}")
+    if cfg.style_match not in STYLE_MATCHES:
+        raise ValueError(f"--style-match must be one of {', '.join(STYLE_MATCHES)}, got {cfg.style_match!r}")
     if cfg.temperature <= 0:
         raise ValueError(f"--temperature must be greater than 0, got {cfg.temperature}")
     if not cfg.style_scales or any(s <= 0 for s in cfg.style_scales):
@@ -245,6 +254,9 @@ def train(cfg: StyleConfig) -> Path:
     # max_steps only says where this invocation stops, so a run stopped by a
     # time budget can be continued with a larger one (or none).
     config.pop("max_steps")
+    if cfg.style_match == LossOptions.style_match:
+        # Runs from before --style-match have no such setting, and used this default: they still resume.
+        config.pop("style_match")
     run = Path(cfg.out)
     state = common.prepare_run(run, config, resume=cfg.resume)
     if state is None:
@@ -331,7 +343,7 @@ def train(cfg: StyleConfig) -> Path:
         "loss_network": cfg.loss_network,
         "loss_layers": {"style": list(loss_net.style_layers), "content": loss_net.content_layer},
         "loss_options": {"smoothing": options.smoothing, "temperature": options.temperature,
-                         "style_sizes": sizes},
+                         "style_match": options.style_match, "style_sizes": sizes},
         "final_losses": history[-1] if history else {}, "seed": cfg.seed,
         **run_record(config, step, cfg.steps, FINISHED if step >= cfg.steps else MAX_STEPS),
     }
