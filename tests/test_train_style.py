@@ -211,7 +211,7 @@ def test_loss_option_mistakes_give_one_clear_sentence(images: tuple[Path, Path],
     data, style = images
     with pytest.raises(ValueError, match="--smoothing must be one of none, softmax"):
         train(tiny(data, style, tmp_path / "run", smoothing="gauss"))
-    with pytest.raises(ValueError, match="--style-match must be one of gram, sliced"):
+    with pytest.raises(ValueError, match=r"--style-match must be one of gram, sliced, gram\+sliced"):
         train(tiny(data, style, tmp_path / "run", style_match="moments"))
     with pytest.raises(ValueError, match="--temperature must be greater than 0"):
         train(tiny(data, style, tmp_path / "run", temperature=0))
@@ -252,11 +252,11 @@ def test_softmax_smoothing_and_the_smoothed_loss() -> None:
     small = torch.nn.functional.interpolate(style, size=(24, 24), mode="area")
     softmax = LossOptions(smoothing="softmax")
     one = PerceptualLoss(network, [style], weights, softmax)
-    assert torch.equal(one.style_targets[0], PerceptualLoss(network, style, weights, softmax).style_targets[0])
+    assert torch.equal(one.style_targets()[0], PerceptualLoss(network, style, weights, softmax).style_targets()[0])
     both = PerceptualLoss(network, [small, style], weights, softmax)
     small_only = PerceptualLoss(network, [small], weights, softmax)
-    assert not torch.allclose(both.style_targets[0], one.style_targets[0])
-    assert both.style_targets[0].shape == small_only.style_targets[0].shape
+    assert not torch.allclose(both.style_targets()[0], one.style_targets()[0])
+    assert both.style_targets()[0].shape == small_only.style_targets()[0].shape
     with pytest.raises(ValueError, match="unknown smoothing"):
         PerceptualLoss(network, style, weights, LossOptions(smoothing="gauss"))
 
@@ -288,6 +288,12 @@ def test_sliced_style_loss_matches_the_style_distribution() -> None:
     resampled = quantiles(row, 25)
     assert resampled.shape == (3, 25) and torch.equal(resampled[:, [0, -1]], row[:, [0, -1]])
     assert (resampled.diff(dim=1) >= 0).all()
+    # gram+sliced is the sum of the two terms.
+    gram = PerceptualLoss(network, style, weights)
+    both = PerceptualLoss(network, style, weights, LossOptions(style_match="gram+sliced"))
+    shifted = style.roll(16, 3)
+    total = both(shifted, both.content_target(shifted))["style"]
+    torch.testing.assert_close(total, gram(shifted, gram.content_target(shifted))["style"] + style_loss(shifted))
     with pytest.raises(ValueError, match="unknown style match"):
         PerceptualLoss(network, style, weights, LossOptions(style_match="moments"))
 

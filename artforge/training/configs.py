@@ -110,7 +110,7 @@ DEFAULT_WEIGHTS: dict[str, LossWeights] = {
 #: activation smoothing before the Gram and content losses (training/losses.py, Wang et al. 2021)
 SMOOTHINGS = ("none", "softmax")
 #: what the style loss matches of each layer's features: Gram matrices, or their whole distribution (sliced)
-STYLE_MATCHES = ("gram", "sliced")
+STYLE_MATCHES = ("gram", "sliced", "gram+sliced")
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class LossOptions:
     # "gram": Johnson et al.'s second moments. "sliced": the sliced Wasserstein
     # distance between the features' distributions (Heitz et al. 2021), which
     # also matches how much of each colour and motif there is, not only which
-    # channels fire together.
+    # channels fire together. "gram+sliced": the sum of both.
     style_match: str = "gram"
 
 

@@ -277,11 +277,19 @@ class PerceptualLoss(nn.Module):
     layer is their mean, which is what the sum of the per-image losses pulls
     towards, at the cost of one.
 
-    `options` (LossOptions): activation smoothing and its temperature; None is
-    LossOptions(), the measured default (smoothing off: the plain Gram loss of
-    Johnson et al.), the same default `artforge train style` uses.
+    `options` (LossOptions): activation smoothing and its temperature, and
+    what the style term matches; None is LossOptions(), the measured default
+    (smoothing off: the plain Gram loss of Johnson et al.), the same default
+    `artforge train style` uses. With style_match="sliced" the style term is
+    Heitz et al.'s sliced Wasserstein distance instead: each layer's features
+    are projected on fixed random directions (SLICES_PER_CHANNEL per channel)
+    and the sorted projections are compared with the style's, resampled to
+    the same count of quantiles. A Gram matrix only says which channels fire
+    together; the sorted projections also say how often, so a colour that
+    covers a tenth of the style image (swirl's yellow) is asked for a tenth of
+    the output instead of being averaged away.
 
-    The style image's Gram matrices are computed once here; a training step
+    The style image's targets (Grams or sorted projections) are computed once here; a training step
     then needs one loss-network pass over the stylized batch (all layers at
     once) and one gradient-free pass over the content batch (content layer
     only, which stops early in the network).
@@ -309,15 +317,18 @@ class PerceptualLoss(nn.Module):
         for name in self.layers:
             spread = raw[-1][name].std().clamp_min(1e-6) * self.options.temperature
             self.register_buffer(self._temperature_name(name), spread, persistent=False)
-        if self.options.style_match == "sliced":
-            self._sliced_targets(raw)
-        else:
+        # "gram+sliced" sums both relative errors: Gram matrices hold fine texture, sorted projections
+        # hold how much of each colour and motif there is.
+        self.matches = tuple(self.options.style_match.split("+"))
+        if "gram" in self.matches:
             with torch.no_grad():
                 grams = [[gram_matrix(self._smooth(name, f[name])) for f in raw] for name in network.style_layers]
             # Buffers, so that .to(device) moves them with the module.
             for i, per_size in enumerate(grams):
-                self.register_buffer(f"style_target{i}", torch.stack(per_size).mean(0), persistent=False)
-        self.style_scales = [float(_energy(t)) for t in self.style_targets]
+                self.register_buffer(f"style_gram{i}", torch.stack(per_size).mean(0), persistent=False)
+        if "sliced" in self.matches:
+            self._sliced_targets(raw)
+        self.style_energy = {m: [float(_energy(t)) for t in self.style_targets(m)] for m in self.matches}
 
     @torch.no_grad()
     def _sliced_targets(self, raw: list[dict[str, torch.Tensor]]) -> None:
@@ -329,7 +340,7 @@ class PerceptualLoss(nn.Module):
             channels = features.shape[1]
             directions = F.normalize(torch.randn(channels, SLICES_PER_CHANNEL * channels, generator=generator), dim=0)
             self.register_buffer(f"style_directions{i}", directions.to(features.dtype), persistent=False)
-            self.register_buffer(f"style_target{i}", sorted_projections(features[..., None], directions)[0],
+            self.register_buffer(f"style_sliced{i}", sorted_projections(features[..., None], directions)[0],
                                  persistent=False)
 
     @staticmethod
@@ -341,18 +352,23 @@ class PerceptualLoss(nn.Module):
             return features
         return softmax_smoothing(features, self.get_buffer(self._temperature_name(layer)))
 
-    @property
-    def style_targets(self) -> list[torch.Tensor]:
-        """Per style layer: its Gram matrix [C, C], or its sorted projections [K, M] (sliced)."""
-        return [getattr(self, f"style_target{i}") for i in range(len(self.network.style_layers))]
+    def style_targets(self, match: str | None = None) -> list[torch.Tensor]:
+        """Per style layer: its Gram matrix [C, C] (match "gram") or its sorted projections [K, M]
+        ("sliced"); by default those of the first match the loss uses."""
+        match = match or self.matches[0]
+        return [getattr(self, f"style_{match}{i}") for i in range(len(self.network.style_layers))]
 
     def _style_term(self, i: int, features: torch.Tensor) -> torch.Tensor:
-        target = self.style_targets[i]
-        if self.options.style_match == "sliced":
+        term = features.new_zeros(())
+        if "gram" in self.matches:
+            gram = gram_matrix(features)
+            target = getattr(self, f"style_gram{i}").expand_as(gram)
+            term = term + F.mse_loss(gram, target) / self.style_energy["gram"][i]
+        if "sliced" in self.matches:
             projected = sorted_projections(features, getattr(self, f"style_directions{i}"))
-            return F.mse_loss(projected, quantiles(target, projected.shape[2]).expand_as(projected))
-        gram = gram_matrix(features)
-        return F.mse_loss(gram, target.expand_as(gram))
+            target = quantiles(getattr(self, f"style_sliced{i}"), projected.shape[2]).expand_as(projected)
+            term = term + F.mse_loss(projected, target) / self.style_energy["sliced"][i]
+        return term
 
     @torch.no_grad()
     def content_target(self, content_0_255: torch.Tensor) -> torch.Tensor:
@@ -364,8 +380,8 @@ class PerceptualLoss(nn.Module):
         layer = self.network.content_layer
         content = F.mse_loss(self._smooth(layer, feats[layer]), content_target) / _energy(content_target)
         style = stylized_0_255.new_zeros(())
-        for i, (name, scale) in enumerate(zip(self.network.style_layers, self.style_scales, strict=True)):
-            style = style + self._style_term(i, self._smooth(name, feats[name])) / scale
+        for i, name in enumerate(self.network.style_layers):
+            style = style + self._style_term(i, self._smooth(name, feats[name]))
         tv = total_variation(stylized_0_255)
         total = self.weights.content * content + self.weights.style * style + self.weights.tv * tv
         return {"total": total, "content": content, "style": style, "tv": tv}
