@@ -47,7 +47,9 @@ def _row(label: str, q: dict) -> str:
 def _settings(repo: Path, name: str) -> str:
     prov = Repository(repo).stylizer(name).metadata.provenance
     options = prov.get("loss_options", {"smoothing": "none"})
-    return (f"{prov.get('steps')} steps, loss {options.get('smoothing')}"
+    weights = prov.get("weights", {})
+    return (f"{prov.get('steps')} steps, {options.get('style_match', 'gram')} loss, "
+            f"style weight {weights.get('style')}, smoothing {options.get('smoothing')}"
             + (f" T={options.get('temperature')}" if options.get("smoothing") == "softmax" else "")
             + (f", style sizes {options.get('style_sizes')}" if len(options.get("style_sizes", [])) > 1 else ""))
 

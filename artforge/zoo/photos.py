@@ -34,8 +34,9 @@ CONTENT_PHOTOS: tuple[str, ...] = tuple(n for n in SOURCE_PHOTOS if n != "hubble
 
 # Black-and-white photographs, for the art-style classifier only: nine colour
 # photos are too few scenes for it to tell a style from a subject (it called
-# the held-out cat's fur "pointillism" and a blue-stylized cat "photo"), and
-# these add fine natural textures (grass, gravel, brick) and everyday scenes.
+# the held-out cat's pointillist and blue swirl renderings "photo" and the
+# plain night-time rocket "mosaic"), and these add fine natural textures
+# (grass, gravel, brick) and everyday scenes.
 # Style networks keep to colour content (CONTENT_PHOTOS).
 GREY_PHOTOS: dict[str, str] = {
     name: f"skimage.data.{name} (grey)" for name in ("camera", "coins", "moon", "clock", "brick", "grass", "gravel")
