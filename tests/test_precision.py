@@ -16,7 +16,7 @@ from artforge import contract
 from artforge.errors import InvalidInputError, NotFoundError, ParityError
 from artforge.export.options import Thresholds, parse_exclude
 from artforge.export.precision import make_variant
-from artforge.runtime import Repository
+from artforge.runtime import Repository, read_image, write_image
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo" / "repository"
 pytestmark = pytest.mark.skipif(not (ZOO / "swirl" / "1" / "model.onnx").is_file(), reason="the zoo is not built")
@@ -64,16 +64,23 @@ def test_fp16_stylizer_keeps_the_contract_and_loads(repo: Path, images: Path) ->
         (repo / "swirl" / "config.pbtxt").read_text()
 
 
-def test_int8_classifier_is_qdq_and_agrees(repo: Path, images: Path) -> None:
-    # The zoo classifier's calibration folded T = 0.05 into its head (its validation split was perfectly
-    # separated: docs/decisions.md), which multiplies every logit error by 20, so its int8 probabilities move
-    # by up to ~0.37; top-1 agreement, what this test is about, keeps the default threshold.
-    path, report = make_variant(repo, "art_style", "int8", calibration=images, threads=2, log=None,
-                                thresholds=Thresholds(max_prob_diff=0.5))
+def test_int8_classifier_is_qdq_and_agrees(repo: Path, images: Path, tmp_path: Path) -> None:
+    # Agreement is measured on what the classifier is asked about (the demo's photos and their swirl
+    # renderings), not on the 96 px calibration crops: two of those (a night sky) are near-ties for the
+    # fp32 model itself (swirl 0.58 vs photo 0.42), which any quantization flips.
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    swirl = Repository(repo).stylizer("swirl", backend="onnxruntime", threads=2)
+    for sample in sorted((ZOO.parent / "samples").glob("*.jpg")):
+        photo = read_image(sample)[..., :3]
+        write_image(held_out / sample.name, photo)
+        write_image(held_out / f"swirl_{sample.name}", swirl.stylize(photo))
+    path, report = make_variant(repo, "art_style", "int8", calibration=images, held_out=held_out, threads=2,
+                                log=None)
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(path)
     assert report["quantization"]["format"] == "QDQ"
     metrics = report["evaluation"]["metrics"]
-    assert metrics["images"] == 16 and metrics["top1_agreement"] >= Thresholds().min_top1_agreement
+    assert metrics["images"] == 12 and metrics["top1_agreement"] >= Thresholds().min_top1_agreement
     assert (repo / "art_style_int8" / "labels.txt").read_text() == (repo / "art_style" / "labels.txt").read_text()
     assert _props(path)[contract.KEY_PRECISION] == "int8"
     model = Repository(repo).load("art_style_int8", backend="onnxruntime", threads=2)
