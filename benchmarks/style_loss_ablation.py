@@ -52,7 +52,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "softmax T=1, +block10": dict(smoothing="softmax", temperature=1.0,
                                   style_layers=("block0", "block2", "block4", "block7", "block10")),
     "plain, style weight 2": dict(smoothing="none", style_weight=2.0),
-    "plain, style weight 2, style x0.5,1,2": dict(smoothing="none", style_weight=2.0, style_scales=(0.5, 1.0, 2.0)),
     "plain, style 384 px": dict(smoothing="none", style_size=384),
     "plain, sliced": dict(smoothing="none", style_match="sliced"),
     "sliced, style weight 2": dict(smoothing="none", style_match="sliced", style_weight=2.0),

@@ -34,7 +34,7 @@ from artforge.zoo.evaluation import (
 from artforge.zoo.painting import STYLE_IMAGES, paint_style_image
 from artforge.zoo.photos import source_photos
 from artforge.zoo.readme import contact_sheet, write_index
-from artforge.zoo.stylized_dataset import dataset_folder_name, render_stylized_dataset
+from artforge.zoo.stylized_dataset import dataset_folder_name, render_stylized_dataset, stylizer_fingerprint
 
 
 def _make_data(work: Path, out: Path, quick: bool) -> dict[str, Any]:
@@ -60,8 +60,9 @@ def _zoo_stylizers(out: Path) -> list[str]:
 
 
 def _tiles_folder(work: Path, out: Path) -> Path:
-    # Named by the stylizers it used, so a build with other style networks makes other tiles.
-    return work / "data" / "-".join(["art_tiles", *_zoo_stylizers(out)])
+    # Named by the weights of the stylizers it used (as the classifier's data is), so a build with retrained
+    # or other style networks makes other tiles, and so another DCGAN run.
+    return work / "data" / f"art_tiles-{stylizer_fingerprint(out / 'repository', _zoo_stylizers(out))}"
 
 
 def _make_tiles(work: Path, out: Path, quick: bool) -> Path:
@@ -99,6 +100,7 @@ def _train(model: ZooModel, work: Path, out: Path, quick: bool, stylized: Path |
     if model.kind == "dcgan":
         from artforge.training import dcgan
         tiles = _make_tiles(work, out, quick)
+        settings["out"] = f"{settings['out']}-{tiles.name}"  # a run refuses to resume on other data
         return dcgan.train(configs.DCGANConfig(data=str(tiles / "train"), eval_data=str(tiles / "test"), **settings))
     if model.kind == "meta_style":
         from artforge.training import meta_style

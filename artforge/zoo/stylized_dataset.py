@@ -11,11 +11,12 @@ for viewing shows finer texture than one stylized at 256 px.
 Written as ImageFolder (out/<split>/<class>/<photo>_<i>.jpg). The test split
 holds crops of whole photos that training never sees, and so does the
 validation split (early stopping, calibration). Validation images are also
-damaged the way images in use are (training.damage: resample, JPEG): clean
-crops of one photo were 100 % right, and on a split without errors temperature
-scaling sharpens to its bound (T = 0.05), which left the held-out photos
-overconfident. Grey source photos are toned (sepia, cyanotype) half the time,
-as old prints are, so that "no colour" does not mean "photo". Deterministic for a
+damaged the way images in use are (training.damage: resample, JPEG), so that
+calibration is fitted on images like those the classifier will be asked
+about (docs/decisions.md: after fine-tuning the zoo's validation split is
+still 100 % right, and T then sits at its bound). Grey source photos are
+toned (sepia, cyanotype) half the time, as old prints are, so that "no
+colour" does not mean "photo". Deterministic for a
 seed and resumable; the stylizers' sha256 are part of the recorded settings,
 so a rebuilt stylizer needs a fresh folder (the zoo build names the folder by
 them).
