@@ -220,7 +220,7 @@ def _style(parser: argparse.ArgumentParser) -> None:
                         help="softmax temperature, in units of each layer's spread on the style image")
     parser.add_argument("--style-match", choices=STYLE_MATCHES, default=d["style_match"],
                         help="what the style loss matches per layer: gram (feature correlations, Johnson et al.) "
-                             "or sliced (the whole feature distribution, Heitz et al. 2021)")
+                             "or sliced (the whole feature distribution, Heitz et al. 2021), or gram+sliced (both)")
     # A string default goes through type= like a typed value, so --help shows it as a user writes it.
     parser.add_argument("--style-scales", type=_floats, default=",".join(f"{s:g}" for s in d["style_scales"]),
                         metavar="S[,S...]",

@@ -48,7 +48,7 @@ from artforge.training.common import (
     set_seed,
 )
 from artforge.training.configs import ClassifierConfig
-from artforge.training.damage import damage
+from artforge.training.damage import damage, resize
 from artforge.training.data import image_folder, read_rgb
 from artforge.training.progress import PhaseProgress
 from artforge.training.run_record import FINISHED, MAX_STEPS, run_record
@@ -72,18 +72,12 @@ PREPROCESS = "RGB uint8; resize shorter side to S (area interpolation when shrin
 
 # --------------------------------------------------------------------------- images
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    shrinking = width < w and height < h
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
 def eval_transform(image: np.ndarray, size: int) -> np.ndarray:
     """Resize the shorter side to `size`, then centre-crop size x size (RGB uint8 HWC)."""
     h, w = image.shape[:2]
     scale = size / min(h, w)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    image = _resize(image, nw, nh)
+    image = resize(image, nw, nh)
     top, left = (nh - size) // 2, (nw - size) // 2
     return np.ascontiguousarray(image[top:top + size, left:left + size])
 
@@ -102,7 +96,7 @@ def train_transform(image: np.ndarray, size: int, rng: np.random.Generator) -> n
     else:  # very elongated image: fall back to its centre square
         cw = ch = min(h, w)
         top, left = (h - ch) // 2, (w - cw) // 2
-    out = _resize(image[top:top + ch, left:left + cw], size, size)
+    out = resize(image[top:top + ch, left:left + cw], size, size)
     if rng.random() < 0.5:
         out = out[:, ::-1]
     out = damage(out, rng)

@@ -16,7 +16,8 @@ JPEG_CHANCE, JPEG_QUALITY = 0.5, (35, 95)
 RESAMPLE_CHANCE, RESAMPLE_SCALE = 0.3, (0.4, 0.9)
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area interpolation when shrinking both sides (no aliasing), linear otherwise."""
     h, w = image.shape[:2]
     shrinking = width < w and height < h
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
@@ -28,7 +29,7 @@ def damage(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = image.shape[:2]
     if rng.random() < RESAMPLE_CHANCE:
         scale = rng.uniform(*RESAMPLE_SCALE)
-        out = _resize(_resize(out, max(8, round(w * scale)), max(8, round(h * scale))), w, h)
+        out = resize(resize(out, max(8, round(w * scale)), max(8, round(h * scale))), w, h)
     if rng.random() < JPEG_CHANCE:
         quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
         ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(out[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -137,11 +137,12 @@ def render_stylized_dataset(
             write_image(paths[c], image, quality=92)
 
     counts = {split: {c: len(list((out / split / c).glob("*.jpg"))) for c in classes} for split in SPLITS}
+    described = {**SOURCE_PHOTOS, **GREY_PHOTOS}
     summary = {
         "classes": classes, "size": size, "render_sides": [round(s * size) for s in RENDER_SCALE],
         "seed": seed, "crops_per_photo": crops_per_photo, "train_photos": train_photos,
         "validation_photos": validation, "held_out_photos": holdout, "counts": counts,
-        "sources": {n: ({**SOURCE_PHOTOS, **GREY_PHOTOS})[n] for n in CLASSIFIER_PHOTOS},
+        "sources": {n: described[n] for n in CLASSIFIER_PHOTOS},
     }
     write_json_atomic(out / MANIFEST, {"kind": "stylized_dataset", **params, "summary": summary})
     return summary
