@@ -229,8 +229,23 @@ def export_onnx(loaded: LoadedRun, opset: int = DEFAULT_OPSET, tile: bool = Fals
         raise ModelLoadError(f"the ONNX exporter returned nothing for the {loaded.kind} in {loaded.run}")
     model = program.model_proto
     _rename_dims(model, loaded.kind)
+    _drop_node_traces(model.graph)
     model.doc_string = f"artforge {loaded.kind}{' tile graph' if tile else ''}"
     return model
+
+
+def _drop_node_traces(graph: onnx.GraphProto) -> None:
+    """Remove the exporter's per-node trace (Python stack, FX node, module path) from `graph` and its subgraphs.
+
+    It names files on the machine that exported (absolute paths) and is a third
+    of a stylizer's tile graph; nothing reads it at inference. The model's own
+    metadata_props (the artifact contract) are not node metadata and stay.
+    """
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                _drop_node_traces(subgraph)
 
 
 def with_tile_graph(metadata: contract.ModelMetadata, tile_model: onnx.ModelProto,
