@@ -5,9 +5,15 @@ Every model draws the same seeded latents; the measures (artforge/quality/
 gan_metrics.py) compare them with held-out tiles (zoo/datasets.art_tiles: the
 test split, cut from paintings and photos no training run sees) in ImageNet
 EfficientNet-Lite0 features: Fréchet distance (lower is better), precision,
-recall and the near-duplicate pair rate (real tiles: 1 %).
+recall and the near-duplicate pair rate (real tiles: 1 %). The first row is
+real data: as many training tiles, measured the same way, which is how close
+a generator that reproduced its training set would come.
 
-    python benchmarks/eval_dcgan.py [--work DIR] [--recipes A_baseline,F_all] [--steps 500] [--zoo-recipe]
+    python benchmarks/eval_dcgan.py [--work DIR] [--recipes A_baseline,F_all | --recipes none] [--steps 500]
+        [--zoo-recipe] [--compare NAME=REPO ...]
+
+`--compare` adds the abstract_dcgan of another repository (an older zoo, say
+`git archive COMMIT zoo/repository`), drawn from the same latents.
 
 The ablation runs are small (width 16, batch 32, --steps steps) so that they
 fit a shared 2-core machine; `--zoo-recipe` also trains the zoo's own settings
@@ -73,10 +79,20 @@ def make_tiles(work: Path) -> Path:
     return tiles
 
 
-def generate_onnx(count: int) -> np.ndarray:
-    model = Repository(SHIPPED).generator("abstract_dcgan")
-    return np.concatenate([np.stack(model.generate(min(64, count - s), seed=LATENT_SEED + s))
-                           for s in range(0, count, 64)])
+def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, str]:
+    """`count` images from REPO's abstract_dcgan, and what its provenance says it was trained with."""
+    model = Repository(repo).generator("abstract_dcgan")
+    images = np.concatenate([np.stack(model.generate(min(64, count - s), seed=LATENT_SEED + s))
+                             for s in range(0, count, 64)])
+    p = model.metadata.provenance
+    recipe = ("paper recipe" if p.get("loss", "bce") == "bce" and not p.get("spectral_norm")
+              else f"{p.get('loss')} loss, spectral norm {p.get('spectral_norm')}, lr {p.get('lr')}/{p.get('lr_d')}, "
+                   f"EMA {p.get('ema')}, augment {p.get('augment')}")
+    return images, f"ngf/ndf {p.get('ngf')}/{p.get('ndf')}, batch {p.get('batch_size')}, {recipe}"
+
+
+def _steps(repo: Path) -> str:
+    return str(Repository(repo).generator("abstract_dcgan").metadata.provenance.get("steps", "?"))
 
 
 def generate_run(run: Path, count: int) -> np.ndarray:
@@ -113,11 +129,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/artforge-eval-dcgan"),
                         help="tiles, training runs and cached features (reused by a rerun)")
-    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of {', '.join(RECIPES)}")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help=f"comma-separated, of {', '.join(RECIPES)}; 'none' trains no ablation")
     parser.add_argument("--steps", type=int, default=500, help="ablation training steps (batch 32)")
     parser.add_argument("--samples", type=int, default=1000, help="generated and held-out real images per measure")
     parser.add_argument("--zoo-recipe", action="store_true", help="also train the zoo's own DCGAN settings")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=REPO",
+                        help="also measure REPO's abstract_dcgan under NAME (repeatable)")
     args = parser.parse_args()
+    recipes = [] if args.recipes in ("", "none") else args.recipes.split(",")
+    unknown = [r for r in recipes if r not in RECIPES]
+    compare = dict(item.split("=", 1) for item in args.compare if "=" in item)
+    if unknown or len(compare) != len(args.compare):
+        parser.error(f"unknown recipe(s) {unknown}" if unknown else "--compare takes NAME=REPO")
     work = args.work
     tiles = make_tiles(work)
     extractor = FeatureExtractor()
@@ -130,12 +154,20 @@ def main() -> None:
     real_stats = feature_stats(real)
 
     rows: list[tuple[str, str, dict[str, Any], str]] = []
-    shipped = generate_onnx(args.samples)
-    rows.append(("shipped zoo abstract_dcgan", "5 paintings' tiles; ngf/ndf 32, batch 64, paper recipe",
-                 score_features(real, extractor(shipped), real_stats), "1984"))
+    training_tiles = list_images(tiles / "train")
+    picked = np.random.default_rng(SEED).choice(len(training_tiles), min(args.samples, len(training_tiles)), False)
+    rows.append(("real: training tiles", f"{len(picked)} of the tiles every run trains on, not generated",
+                 score_features(real, extractor(np.stack([read_rgb(training_tiles[i]) for i in picked])),
+                                real_stats), "-"))
+    shipped, what = generate_onnx(args.samples)
+    rows.append(("shipped zoo abstract_dcgan", what, score_features(real, extractor(shipped), real_stats),
+                 _steps(SHIPPED)))
     grids = {"shipped": shipped[:64]}
-    epochs = max(1, round(args.steps * 32 / len(list_images(tiles / "train"))))
-    for name in args.recipes.split(","):
+    for name, repo in compare.items():
+        images, what = generate_onnx(args.samples, Path(repo))
+        rows.append((name, what, score_features(real, extractor(images), real_stats), _steps(Path(repo))))
+    epochs = max(1, round(args.steps * 32 / len(training_tiles)))
+    for name in recipes:
         what, practice = RECIPES[name]
         run, steps = train(work, tiles, name, {**SMALL, "epochs": epochs, **_PAPER, **practice})
         images = generate_run(run, args.samples)
@@ -152,16 +184,16 @@ def main() -> None:
 
     # The grid shows the candidate recipe (the zoo's if trained, else the last one asked for), not the lowest FD:
     # a generator collapsed to one grey image can score a lower FD than an unfinished varied one.
-    shown = rows[-1][0] if len(rows) > 1 else None
+    shown = rows[-1][0] if recipes or args.zoo_recipe else None
     if shown is not None:
         write_grid(grids["shipped"], grids[shown])
 
-    base_fd = rows[0][2]["fd"]
+    base_fd = rows[1][2]["fd"]
     lines = ["## DCGAN quality on held-out tiles", "", f"Command: `{command_line()}`", "",
              f"Machine: {machine()}.", "",
              f"{args.samples} generated images (latents seeded {LATENT_SEED}) against {len(real)} held-out tiles, in "
-             "ImageNet EfficientNet-Lite0 features at 128 px (artforge/quality/gan_metrics.py). Ablation runs: "
-             f"ngf/ndf 16, batch 32, {epochs} epochs of the new tiles.", "",
+             "ImageNet EfficientNet-Lite0 features at 128 px (artforge/quality/gan_metrics.py)."
+             + (f" Ablation runs: ngf/ndf 16, batch 32, {epochs} epochs of the new tiles." if recipes else ""), "",
              "| run | what | FD | FD vs shipped | precision | recall | near-dup pairs | steps |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, what, s, steps in rows:
@@ -169,7 +201,8 @@ def main() -> None:
                      f"{s['recall']:.1%} | {s['duplicates']:.2%} | {steps} |")
     if shown is not None:
         lines += ["", f"![64 samples: shipped (left) and {shown} (right)](plots/{GRID.name})"]
-    write_section("dcgan", "\n".join(lines))
+    # Without ablations it is a comparison of zoo generators, kept beside (not over) the ablation's section.
+    write_section("dcgan" if recipes or args.zoo_recipe else "dcgan-zoo", "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from artforge.runtime import Repository, read_image
 from artforge.zoo import ZOO, build_zoo
+from artforge.zoo.catalog import TILE_SETTINGS
 
 
 def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
@@ -36,8 +37,13 @@ def test_quick_zoo_build_produces_a_servable_repository(tmp_path):
     assert list((tmp_path / "work" / "gatys").glob("*_*_256.png"))
     scores = json.loads((out / "evaluation_abstract_dcgan.json").read_text())
     assert scores["fd"] > 0 and scores["generated"] == 64 and scores["real"] == 16
-    assert "Evaluation on held-out tiles" in (out / "repository" / "abstract_dcgan" / "README.md").read_text()
+    # The training tiles, scored the same way, give the FD its scale (what reproducing the data would score).
+    trained_on = TILE_SETTINGS["quick"]["count"]
+    assert scores["training_images"]["fd"] >= 0 and scores["training_images"]["generated"] == trained_on
+    card = (out / "repository" / "abstract_dcgan" / "README.md").read_text()
+    assert "Evaluation on held-out tiles" in card and "of its training tiles (real; for scale)" in card
     assert "abstract_dcgan against held-out tiles" in (out / "README.md").read_text()
+    assert f"For scale, {trained_on} of its training tiles" in (out / "README.md").read_text()
     assert (out / "generated" / "abstract_dcgan.png").is_file()
     tiles = json.loads((out / "data_tiles.json").read_text())
     assert tiles["stylizers"] == ["mosaic", "swirl"]  # the style networks are trained before the DCGAN

@@ -186,8 +186,9 @@ def build_zoo(out: Path, work: Path, quick: bool = False, only: str | None = Non
             write_json_atomic(evaluation_file, evaluation)
             print(f"   held-out accuracy {evaluation['accuracy']:.1%}", flush=True)
         if model.kind == "dcgan":
-            scores = evaluate_generator(repo, model.name, _tiles_folder(work, out) / "test",
-                                        count=64 if quick else 1000)
+            tiles = _tiles_folder(work, out)
+            scores = evaluate_generator(repo, model.name, tiles / "test", count=64 if quick else 1000,
+                                        train_dir=tiles / "train")
             append_generator_evaluation(repo / model.name / "README.md", scores)
             write_json_atomic(out / f"evaluation_{model.name}.json", scores)
             write_image(out / "generated" / f"{model.name}.png",

@@ -115,8 +115,12 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         scores_file = out / f"evaluation_{model.name}.json"
         if model.kind == "dcgan" and scores_file.is_file():
             scores = json.loads(scores_file.read_text())
+            real = scores.get("training_images")
+            scale = (f" For scale, {real['generated']} of its training tiles score Fréchet distance {real['fd']:.1f} "
+                     f"and recall {real['recall']:.1%} against the same held-out tiles." if real else "")
             text += [f"{model.name} against held-out tiles: Fréchet distance **{scores['fd']:.1f}**, recall "
-                     f"{scores['recall']:.1%}, near-duplicate pairs {scores['duplicates']:.2%} (real tiles: 1 %).",
+                     f"{scores['recall']:.1%}, near-duplicate pairs {scores['duplicates']:.2%} (real tiles: 1 %)."
+                     + scale,
                      "", f"![{model.name} samples](generated/{model.name}.png)", ""]
     if style_quality:
         text += ["Style networks on held-out photos (network-free metrics, see each model card): colour = sliced "
