@@ -99,7 +99,8 @@ def test_graphs_carry_no_exporter_trace(exported: dict[str, Path]) -> None:
     # The exporter's per-node stack traces name the exporting machine's files and bloat the graph.
     root = str(Path(__file__).resolve().parent.parent)
     for path in exported.values():
-        for graph in [path, *([path.parent / contract.TILE_FILE] if (path.parent / contract.TILE_FILE).exists() else [])]:
+        tile = path.parent / contract.TILE_FILE
+        for graph in [path, *([tile] if tile.exists() else [])]:
             model = onnx.load(str(graph))
             assert not [n.name for n in model.graph.node if n.metadata_props], graph
             assert root.encode() not in graph.read_bytes(), f"{graph} names files of the exporting machine"
