@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -48,7 +49,8 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    # Quoted where needed, so the recorded command can be pasted back into a shell.
+    return "python " + shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
 
 def measure(fn: Callable[[], object], min_runs: int = 5, min_seconds: float = 1.0, warmup: int = 2) -> list[float]:
