@@ -79,8 +79,8 @@ def make_tiles(work: Path) -> Path:
     return tiles
 
 
-def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, str]:
-    """`count` images from REPO's abstract_dcgan, and what its provenance says it was trained with."""
+def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, str, str]:
+    """`count` images from REPO's abstract_dcgan, what its provenance says it was trained with, and its steps."""
     model = Repository(repo).generator("abstract_dcgan")
     images = np.concatenate([np.stack(model.generate(min(64, count - s), seed=LATENT_SEED + s))
                              for s in range(0, count, 64)])
@@ -88,11 +88,8 @@ def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, str]:
     recipe = ("paper recipe" if p.get("loss", "bce") == "bce" and not p.get("spectral_norm")
               else f"{p.get('loss')} loss, spectral norm {p.get('spectral_norm')}, lr {p.get('lr')}/{p.get('lr_d')}, "
                    f"EMA {p.get('ema')}, augment {p.get('augment')}")
-    return images, f"ngf/ndf {p.get('ngf')}/{p.get('ndf')}, batch {p.get('batch_size')}, {recipe}"
-
-
-def _steps(repo: Path) -> str:
-    return str(Repository(repo).generator("abstract_dcgan").metadata.provenance.get("steps", "?"))
+    return images, f"ngf/ndf {p.get('ngf')}/{p.get('ndf')}, batch {p.get('batch_size')}, {recipe}", \
+        str(p.get("steps", "?"))
 
 
 def generate_run(run: Path, count: int) -> np.ndarray:
@@ -158,13 +155,12 @@ def main() -> None:
     picked = training_tiles[:args.samples]  # as the zoo build's evaluation picks them (each tile is a random crop)
     rows.append(("real: training tiles", f"{len(picked)} of the tiles every run trains on, not generated",
                  score_features(real, extractor(np.stack([read_rgb(path) for path in picked])), real_stats), "-"))
-    shipped, what = generate_onnx(args.samples)
-    rows.append(("shipped zoo abstract_dcgan", what, score_features(real, extractor(shipped), real_stats),
-                 _steps(SHIPPED)))
+    shipped, what, steps = generate_onnx(args.samples)
+    rows.append(("shipped zoo abstract_dcgan", what, score_features(real, extractor(shipped), real_stats), steps))
     grids = {"shipped": shipped[:64]}
     for name, repo in compare.items():
-        images, what = generate_onnx(args.samples, Path(repo))
-        rows.append((name, what, score_features(real, extractor(images), real_stats), _steps(Path(repo))))
+        images, what, steps = generate_onnx(args.samples, Path(repo))
+        rows.append((name, what, score_features(real, extractor(images), real_stats), steps))
     epochs = max(1, round(args.steps * 32 / len(training_tiles)))
     for name in recipes:
         what, practice = RECIPES[name]
