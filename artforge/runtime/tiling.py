@@ -16,9 +16,9 @@ Why the details:
   downscaled to at most one tile's pixels (so memory stays bounded by the
   tile), and reads every instance-norm layer's mean and variance; every tile
   is then normalised with those (SharedNorm). That estimate carries the
-  downscale's tone (8-15 levels off a whole-image run); tile_stats="exact"
+  downscale's tone (6-21 levels off a whole-image run); tile_stats="exact"
   then measures the full-resolution statistics through the tiles, one pass
-  per layer, and matches a whole-image run (0.2 levels) at ~15x the time.
+  per layer, and matches a whole-image run (under half a level) at ~15x the time.
   Models exported before tile graphs keep per-tile statistics (a one-time
   warning says so). The overlap and feathering hide what is left at the seams. Tiles are as large as
   allowed (the tile size is shrunk per image only to spread the overlap
