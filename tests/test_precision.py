@@ -101,7 +101,9 @@ def test_int8_stylizer_psnr_and_exclusion_by_name(repo: Path, images: Path) -> N
 
 
 def test_int8_generator_with_auto_exclusion(repo: Path) -> None:
-    path, report = make_variant(repo, "abstract_dcgan", "int8", calibration_count=32, auto_exclude=1, log=None)
+    # Unsigned activations suit the generator's post-ReLU tensors: with its most sensitive layer in float the
+    # shipped generator is 1.3 levels off fp32, well inside the 2-level default (docs/precision.md).
+    path, report = make_variant(repo, "abstract_dcgan", "int8", activation_type="uint8", auto_exclude=1, log=None)
     q = report["quantization"]
     assert len(q["auto_excluded"]) == 1 and q["auto_excluded"] == q["excluded_nodes"]
     assert q["sensitivity"][0]["node"] == q["auto_excluded"][0]
