@@ -46,11 +46,11 @@ from artforge.training.configs import DCGANConfig  # noqa: E402
 from artforge.training.data import list_images, read_rgb  # noqa: E402
 from artforge.zoo import datasets  # noqa: E402
 from artforge.zoo.catalog import DCGAN_PRACTICE, SEED, TILE_SETTINGS, ZOO  # noqa: E402
+from artforge.zoo.evaluation import GENERATOR_EVAL_SEED, evaluation_samples  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "zoo" / "repository"
 GRID = Path(__file__).resolve().parent / "plots" / "dcgan_grid.jpg"
-LATENT_SEED = 2024
 
 #: the paper's recipe, spelled out so that changed DCGANConfig defaults do not change the baseline
 _PAPER: dict[str, Any] = dict(loss="bce", spectral_norm=False, lr=2e-4, lr_d=None, ema=0.0, augment="")
@@ -79,17 +79,18 @@ def make_tiles(work: Path) -> Path:
     return tiles
 
 
-def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, str, str]:
-    """`count` images from REPO's abstract_dcgan, what its provenance says it was trained with, and its steps."""
+def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, dict[str, Any]]:
+    """`count` images from REPO's abstract_dcgan (the zoo build's evaluation latents), and its provenance."""
     model = Repository(repo).generator("abstract_dcgan")
-    images = np.concatenate([np.stack(model.generate(min(64, count - s), seed=LATENT_SEED + s))
-                             for s in range(0, count, 64)])
-    p = model.metadata.provenance
+    return evaluation_samples(model, count), model.metadata.provenance
+
+
+def describe(p: dict[str, Any]) -> str:
+    """What a generator's provenance says it was trained with."""
     recipe = ("paper recipe" if p.get("loss", "bce") == "bce" and not p.get("spectral_norm")
               else f"{p.get('loss')} loss, spectral norm {p.get('spectral_norm')}, lr {p.get('lr')}/{p.get('lr_d')}, "
                    f"EMA {p.get('ema')}, augment {p.get('augment')}")
-    return images, f"ngf/ndf {p.get('ngf')}/{p.get('ndf')}, batch {p.get('batch_size')}, {recipe}", \
-        str(p.get("steps", "?"))
+    return f"ngf/ndf {p.get('ngf')}/{p.get('ndf')}, batch {p.get('batch_size')}, {recipe}"
 
 
 def generate_run(run: Path, count: int) -> np.ndarray:
@@ -102,7 +103,8 @@ def generate_run(run: Path, count: int) -> np.ndarray:
     out = []
     with torch.no_grad():
         for s in range(0, count, 64):
-            z = torch.from_numpy(contract.latents(min(64, count - s), artifact["latent_size"], LATENT_SEED + s))
+            seed = GENERATOR_EVAL_SEED + s
+            z = torch.from_numpy(contract.latents(min(64, count - s), artifact["latent_size"], seed))
             out.append(((generator(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
@@ -155,12 +157,12 @@ def main() -> None:
     picked = training_tiles[:args.samples]  # as the zoo build's evaluation picks them (each tile is a random crop)
     rows.append(("real: training tiles", f"{len(picked)} of the tiles every run trains on, not generated",
                  score_features(real, extractor(np.stack([read_rgb(path) for path in picked])), real_stats), "-"))
-    shipped, what, steps = generate_onnx(args.samples)
-    rows.append(("shipped zoo abstract_dcgan", what, score_features(real, extractor(shipped), real_stats), steps))
-    grids = {"shipped": shipped[:64]}
-    for name, repo in compare.items():
-        images, what, steps = generate_onnx(args.samples, Path(repo))
-        rows.append((name, what, score_features(real, extractor(images), real_stats), steps))
+    grids: dict[str, np.ndarray] = {}
+    for name, repo in {"shipped zoo abstract_dcgan": SHIPPED, **compare}.items():
+        images, provenance = generate_onnx(args.samples, Path(repo))
+        grids.setdefault("shipped", images[:64])  # the first: the shipped generator
+        rows.append((name, describe(provenance), score_features(real, extractor(images), real_stats),
+                     str(provenance.get("steps", "?"))))
     epochs = max(1, round(args.steps * 32 / len(training_tiles)))
     for name in recipes:
         what, practice = RECIPES[name]
@@ -186,8 +188,8 @@ def main() -> None:
     base_fd = rows[1][2]["fd"]
     lines = ["## DCGAN quality on held-out tiles", "", f"Command: `{command_line()}`", "",
              f"Machine: {machine()}.", "",
-             f"{args.samples} generated images (latents seeded {LATENT_SEED}) against {len(real)} held-out tiles, in "
-             "ImageNet EfficientNet-Lite0 features at 128 px (artforge/quality/gan_metrics.py)."
+             f"{args.samples} generated images (latents seeded {GENERATOR_EVAL_SEED}) against {len(real)} held-out "
+             "tiles, in ImageNet EfficientNet-Lite0 features at 128 px (artforge/quality/gan_metrics.py)."
              + (f" Ablation runs: ngf/ndf 16, batch 32, {epochs} epochs of the new tiles." if recipes else ""), "",
              "| run | what | FD | FD vs shipped | precision | recall | near-dup pairs | steps |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -80,6 +80,13 @@ def append_evaluation(card: Path, evaluation: dict[str, Any], held_out: list[str
     write_bytes_atomic(card, (card.read_text().rstrip() + "\n" + "\n".join(lines)).encode())
 
 
+def evaluation_samples(model: Any, count: int) -> np.ndarray:
+    """`count` uint8 images of a runtime generator, on the evaluation latents (seeded GENERATOR_EVAL_SEED,
+    drawn 64 at a time): the same images wherever a generator is measured."""
+    return np.concatenate([np.stack(model.generate(min(64, count - start), seed=GENERATOR_EVAL_SEED + start))
+                           for start in range(0, count, 64)])
+
+
 def evaluate_generator(repo: Path, name: str, test_dir: Path, count: int = 1000,
                        train_dir: Path | None = None) -> dict[str, Any]:
     """FD, precision/recall and near-duplicate rate of `count` images of the exported generator
@@ -90,10 +97,8 @@ def evaluate_generator(repo: Path, name: str, test_dir: Path, count: int = 1000,
     set would get, without which an FD has no scale.
     """
     from artforge.quality.gan_metrics import FeatureExtractor, RealReference  # torch: only now
-    model = Repository(repo).generator(name)
     real = np.stack([read_rgb(path) for path in list_images(test_dir)[:count]])
-    fake = np.concatenate([np.stack(model.generate(min(64, count - start), seed=GENERATOR_EVAL_SEED + start))
-                           for start in range(0, count, 64)])
+    fake = evaluation_samples(Repository(repo).generator(name), count)
     reference = RealReference(FeatureExtractor(), real)
     scores = {**reference.score(fake), "seed": GENERATOR_EVAL_SEED}
     if train_dir is not None:
