@@ -101,11 +101,11 @@ def test_int8_stylizer_psnr_and_exclusion_by_name(repo: Path, images: Path) -> N
 
 
 def test_int8_generator_with_auto_exclusion(repo: Path) -> None:
-    # Unsigned activations suit the generator's post-ReLU tensors: with its most sensitive layer in float the
-    # shipped generator is 1.3 levels off fp32, well inside the 2-level default (docs/precision.md).
-    path, report = make_variant(repo, "abstract_dcgan", "int8", activation_type="uint8", auto_exclude=1, log=None)
+    # Unsigned activations suit the generator's post-ReLU tensors: with its two most sensitive layers in float
+    # the shipped generator is 1.45 levels off fp32, inside the 2-level default (one layer: 2.2; docs/precision.md).
+    path, report = make_variant(repo, "abstract_dcgan", "int8", activation_type="uint8", auto_exclude=2, log=None)
     q = report["quantization"]
-    assert len(q["auto_excluded"]) == 1 and q["auto_excluded"] == q["excluded_nodes"]
+    assert len(q["auto_excluded"]) == 2 and q["auto_excluded"] == q["excluded_nodes"]
     assert q["sensitivity"][0]["node"] == q["auto_excluded"][0]
     assert report["evaluation"]["metrics"]["mae_levels"] <= Thresholds().max_mae
     assert Repository(repo).load("abstract_dcgan_int8", threads=2).generate(2, seed=1)[0].shape == (64, 64, 3)

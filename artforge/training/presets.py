@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # fast and quality keep Radford et al.'s practice (the defaults); the zoo's is not yet shown to be better.
         "fast": dict(ngf=32, ndf=32, epochs=5, batch_size=64, **_PAPER_PRACTICE),
         # The zoo's training practice (docs/dcgan.md): hinge loss, spectral norm, two time scales, EMA, DiffAugment.
-        "zoo": dict(ngf=32, ndf=32, epochs=384, batch_size=64, loss="hinge", spectral_norm=True, lr=1e-4, lr_d=4e-4,
+        "zoo": dict(ngf=32, ndf=32, epochs=640, batch_size=64, loss="hinge", spectral_norm=True, lr=1e-4, lr_d=4e-4,
                     ema=0.999, augment="color,translation,cutout"),
         "quality": dict(ngf=64, ndf=64, epochs=25, batch_size=128, **_PAPER_PRACTICE),
     },

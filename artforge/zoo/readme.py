@@ -85,8 +85,8 @@ def write_index(out: Path, data_summary: dict[str, Any], evaluation: dict[str, A
         "# The shipped default zoo", "",
         "Every model here was trained by this project from data it made itself from the photos that",
         "scikit-image and scikit-learn ship; nothing was downloaded. Rebuild it all with",
-        "`artforge zoo build` (from the project root; about three hours on 2 idle CPU cores,",
-        "130 min of it the DCGAN).", "",
+        "`artforge zoo build` (from the project root; about four hours on 2 idle CPU cores,",
+        "215 min of it the DCGAN).", "",
         "| model | what | size |", "|---|---|---:|", *rows, "",
         "- `repository/`: Triton-layout model repository (`<name>/config.pbtxt`, `<name>/1/model.onnx`, "
         "model cards).",
