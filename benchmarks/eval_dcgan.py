@@ -79,10 +79,12 @@ def make_tiles(work: Path) -> Path:
     return tiles
 
 
-def generate_onnx(count: int, repo: Path = SHIPPED) -> tuple[np.ndarray, dict[str, Any]]:
-    """`count` images from REPO's abstract_dcgan (the zoo build's evaluation latents), and its provenance."""
+def generate_onnx(count: int, repo: Path = SHIPPED,
+                  seed: int = GENERATOR_EVAL_SEED) -> tuple[np.ndarray, dict[str, Any]]:
+    """`count` images from REPO's abstract_dcgan (the zoo build's evaluation latents unless another seed),
+    and its provenance."""
     model = Repository(repo).generator("abstract_dcgan")
-    return evaluation_samples(model, count), model.metadata.provenance
+    return evaluation_samples(model, count, seed), model.metadata.provenance
 
 
 def describe(p: dict[str, Any]) -> str:
@@ -93,7 +95,7 @@ def describe(p: dict[str, Any]) -> str:
     return f"ngf/ndf {p.get('ngf')}/{p.get('ndf')}, batch {p.get('batch_size')}, {recipe}"
 
 
-def generate_run(run: Path, count: int) -> np.ndarray:
+def generate_run(run: Path, count: int, seed: int = GENERATOR_EVAL_SEED) -> np.ndarray:
     """The run's exported generator (model.pt) on the same latents the runtime would draw."""
     from artforge import contract
     artifact = common.load_artifact(run)
@@ -103,8 +105,7 @@ def generate_run(run: Path, count: int) -> np.ndarray:
     out = []
     with torch.no_grad():
         for s in range(0, count, 64):
-            seed = GENERATOR_EVAL_SEED + s
-            z = torch.from_numpy(contract.latents(min(64, count - s), artifact["latent_size"], seed))
+            z = torch.from_numpy(contract.latents(min(64, count - s), artifact["latent_size"], seed + s))
             out.append(((generator(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--zoo-recipe", action="store_true", help="also train the zoo's own DCGAN settings")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=REPO",
                         help="also measure REPO's abstract_dcgan under NAME (repeatable)")
+    parser.add_argument("--latent-seed", type=int, default=GENERATOR_EVAL_SEED,
+                        help="seed of the generated images' latents (another seed: another draw, its own section)")
     args = parser.parse_args()
     recipes = [] if args.recipes in ("", "none") else args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
@@ -159,7 +162,7 @@ def main() -> None:
                  score_features(real, extractor(np.stack([read_rgb(path) for path in picked])), real_stats), "-"))
     grids: dict[str, np.ndarray] = {}
     for name, repo in {"shipped zoo abstract_dcgan": SHIPPED, **compare}.items():
-        images, provenance = generate_onnx(args.samples, Path(repo))
+        images, provenance = generate_onnx(args.samples, Path(repo), args.latent_seed)
         grids.setdefault("shipped", images[:64])  # the first: the shipped generator
         rows.append((name, describe(provenance), score_features(real, extractor(images), real_stats),
                      str(provenance.get("steps", "?"))))
@@ -167,13 +170,13 @@ def main() -> None:
     for name in recipes:
         what, practice = RECIPES[name]
         run, steps = train(work, tiles, name, {**SMALL, "epochs": epochs, **_PAPER, **practice})
-        images = generate_run(run, args.samples)
+        images = generate_run(run, args.samples, args.latent_seed)
         grids[name] = images[:64]
         rows.append((name, what, score_features(real, extractor(images), real_stats), steps))
     if args.zoo_recipe:
         model = next(m for m in ZOO if m.kind == "dcgan")
         run, steps = train(work, tiles, "zoo_recipe", {**model.settings})
-        images = generate_run(run, args.samples)
+        images = generate_run(run, args.samples, args.latent_seed)
         grids["zoo_recipe"] = images[:64]
         rows.append(("zoo_recipe", f"the catalog's settings ({model.settings['ngf']} wide, "
                      f"{model.settings['epochs']} epochs): {', '.join(f'{k}={v}' for k, v in DCGAN_PRACTICE.items())}",
@@ -188,7 +191,7 @@ def main() -> None:
     base_fd = rows[1][2]["fd"]
     lines = ["## DCGAN quality on held-out tiles", "", f"Command: `{command_line()}`", "",
              f"Machine: {machine()}.", "",
-             f"{args.samples} generated images (latents seeded {GENERATOR_EVAL_SEED}) against {len(real)} held-out "
+             f"{args.samples} generated images (latents seeded {args.latent_seed}) against {len(real)} held-out "
              "tiles, in ImageNet EfficientNet-Lite0 features at 128 px (artforge/quality/gan_metrics.py)."
              + (f" Ablation runs: ngf/ndf 16, batch 32, {epochs} epochs of the new tiles." if recipes else ""), "",
              "| run | what | FD | FD vs shipped | precision | recall | near-dup pairs | steps |",
@@ -199,7 +202,9 @@ def main() -> None:
     if shown is not None:
         lines += ["", f"![64 samples: shipped (left) and {shown} (right)](plots/{GRID.name})"]
     # Without ablations it is a comparison of zoo generators, kept beside (not over) the ablation's section.
-    write_section("dcgan" if recipes or args.zoo_recipe else "dcgan-zoo", "\n".join(lines))
+    section = "dcgan" if recipes or args.zoo_recipe else "dcgan-zoo"
+    write_section(section if args.latent_seed == GENERATOR_EVAL_SEED else f"{section}-seed-{args.latent_seed}",
+                  "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -80,10 +80,11 @@ def append_evaluation(card: Path, evaluation: dict[str, Any], held_out: list[str
     write_bytes_atomic(card, (card.read_text().rstrip() + "\n" + "\n".join(lines)).encode())
 
 
-def evaluation_samples(model: Any, count: int) -> np.ndarray:
+def evaluation_samples(model: Any, count: int, seed: int = GENERATOR_EVAL_SEED) -> np.ndarray:
     """`count` uint8 images of a runtime generator, on the evaluation latents (seeded GENERATOR_EVAL_SEED,
-    drawn 64 at a time): the same images wherever a generator is measured."""
-    return np.concatenate([np.stack(model.generate(min(64, count - start), seed=GENERATOR_EVAL_SEED + start))
+    drawn 64 at a time): the same images wherever a generator is measured. Another `seed` is another draw
+    (how much one FD moves with the latents)."""
+    return np.concatenate([np.stack(model.generate(min(64, count - start), seed=seed + start))
                            for start in range(0, count, 64)])
 
 
