@@ -102,12 +102,17 @@ def generate_run(run: Path, count: int, seed: int = GENERATOR_EVAL_SEED) -> np.n
     generator = build(artifact["kind"], artifact["arch"])
     generator.load_state_dict(artifact["state_dict"])
     generator.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, count, 64):
-            z = torch.from_numpy(contract.latents(min(64, count - s), artifact["latent_size"], seed + s))
-            out.append(((generator(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
+
+    class Checkpoint:
+        """The runtime generator's generate(count, seed), in PyTorch, so evaluation_samples draws as it does."""
+
+        @staticmethod
+        def generate(n: int, seed: int) -> np.ndarray:
+            z = torch.from_numpy(contract.latents(n, artifact["latent_size"], seed))
+            with torch.no_grad():
+                return ((generator(z).clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+    return evaluation_samples(Checkpoint, count, seed)
 
 
 def write_grid(left: np.ndarray, right: np.ndarray) -> None:
